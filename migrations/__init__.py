@@ -1,0 +1,1 @@
+"""Alembic migrations for cronwork's schema (see services/models.py)."""

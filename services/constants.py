@@ -1,0 +1,12 @@
+"""Every Redis key and message option name cronwork uses, in one place."""
+
+from __future__ import annotations
+
+#: Redis key (after the configured prefix) holding the scheduler lease.
+LEASE_KEY = "scheduler:lease"
+#: Message option carrying the fire's identity; its presence marks a cronwork message.
+FIRE_OPTION = "cronwork"
+#: Only the newest fires are recorded one by one when a gap is bigger than this.
+MAX_MISSED_ROWS = 1000
+#: Fires due within this many seconds of now count as on time, not catch-up.
+ON_TIME_GRACE_SECONDS = 5.0

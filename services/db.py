@@ -1,0 +1,48 @@
+"""Engines for Postgres (production) and SQLite (embedded single-process mode)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.dialects import postgresql, sqlite
+
+from services.models import metadata
+
+
+def make_engine(url: str, *, pool_size: int = 5) -> Engine:
+    """An engine tuned for cronwork's short transactions."""
+    if url.startswith("sqlite"):
+        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+        event.listen(engine, "connect", _sqlite_pragmas)
+        return engine
+    return create_engine(
+        url,
+        pool_size=pool_size,
+        max_overflow=pool_size * 2,
+        pool_pre_ping=True,  # a restarted Postgres must not break the next statement
+        pool_recycle=1800,
+        # A statement stuck behind a lock must not wedge the scheduler's loop.
+        connect_args={"connect_timeout": 5, "options": "-c lock_timeout=10000"},
+    )
+
+
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    # WAL lets the CLI read while `cronwork up` writes; busy_timeout waits instead of failing.
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA busy_timeout=30000")
+    cur.execute("PRAGMA synchronous=NORMAL")
+    cur.close()
+
+
+def upsert(engine: Engine, table_name: str) -> postgresql.Insert | sqlite.Insert:
+    """A dialect-specific INSERT that supports ON CONFLICT clauses."""
+    table = metadata.tables[table_name]
+    if engine.dialect.name == "postgresql":
+        return postgresql.insert(table)
+    return sqlite.insert(table)
+
+
+def is_postgres(engine: Engine) -> bool:
+    return engine.dialect.name == "postgresql"

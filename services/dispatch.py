@@ -1,0 +1,66 @@
+"""Send won fires to the broker, then mark them enqueued."""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+
+import dramatiq
+
+from services.fence import Fence, Fire
+from services.redact import redact
+from services.timeutil import utcnow
+
+logger = logging.getLogger(__name__)
+
+
+class Dispatcher:
+    def __init__(self, broker: dramatiq.Broker, fence: Fence) -> None:
+        self.broker = broker
+        self.fence = fence
+
+    def send(self, batch: list[Fire]) -> int:
+        """Send each fire's message; on a broker error stop: the rest stay pending for re-send."""
+        sent: list[int] = []
+        try:
+            for fire in batch:
+                self._enqueue(fire)
+                sent.append(fire.id)
+        except Exception as exc:
+            logger.warning(
+                "broker unavailable: %d fire(s) left pending for re-send: %s",
+                len(batch) - len(sent),
+                redact(str(exc)),
+                extra={"action": "enqueue_failed"},
+            )
+        finally:
+            # Whatever reached the broker is marked, even if a later send failed.
+            self.fence.mark_enqueued(sent)
+        return len(sent)
+
+    def resend_pending(self, older_than: float) -> int:
+        batch = self.fence.pending(older_than)
+        if batch:
+            logger.warning(
+                "re-sending %d fire(s) left pending", len(batch), extra={"action": "resend_pending"}
+            )
+        return self.send(batch)
+
+    def _enqueue(self, fire: Fire) -> None:
+        m = fire.message
+        queue = m["queue_name"]
+        if queue not in self.broker.get_declared_queues():
+            self.broker.declare_queue(queue)
+        message: dramatiq.Message[object] = dramatiq.Message(
+            queue_name=queue,
+            actor_name=m["actor_name"],
+            args=tuple(m["args"]),
+            kwargs=dict(m["kwargs"]),
+            options=dict(m["options"]),
+            message_id=fire.message_id,
+        )
+        delay = None
+        if m.get("jitter_ms"):
+            due = fire.scheduled_for + timedelta(milliseconds=m["jitter_ms"])
+            delay = max(0, int((due - utcnow()).total_seconds() * 1000)) or None
+        self.broker.enqueue(message, delay=delay)

@@ -1,0 +1,51 @@
+"""One error hierarchy for cronwork. Each class's docstring is its default message."""
+
+from __future__ import annotations
+
+
+class CronworkError(Exception):
+    """cronwork failed."""
+
+    def __init__(self, message: str | None = None) -> None:
+        super().__init__(message or (self.__doc__ or "").strip())
+
+
+class CronError(CronworkError, ValueError):
+    """Invalid cron expression."""
+
+
+class DurationError(CronworkError, ValueError):
+    """Invalid duration."""
+
+
+class Problem:
+    """One thing wrong in a schedules file, located by file and line."""
+
+    __slots__ = ("file", "line", "message", "schedule")
+
+    def __init__(self, file: str, line: int, schedule: str | None, message: str) -> None:
+        self.file = file
+        self.line = line
+        self.schedule = schedule
+        self.message = message
+
+    def __str__(self) -> str:
+        where = f"{self.file}:{self.line}"
+        if self.schedule is not None:
+            return f"{where}: schedule '{self.schedule}': {self.message}"
+        return f"{where}: {self.message}"
+
+    def __repr__(self) -> str:
+        return f"Problem({self!s})"
+
+
+class ConfigError(CronworkError):
+    """The schedules file is invalid; nothing of it was applied."""
+
+    def __init__(self, problems: list[Problem]) -> None:
+        self.problems = problems
+        super().__init__("\n".join(str(p) for p in problems))
+
+
+class UnknownSchedule(CronworkError):
+    """No such schedule."""

@@ -1,0 +1,150 @@
+"""The scheduler process: stand by, take the lease, sync, fire, re-send, hand over.
+
+One loop on the main thread does the lease work; APScheduler fires on its own
+thread only while this process holds the lease.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import TypeVar
+
+import dramatiq
+from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
+from sqlalchemy import Engine
+
+from services.dispatch import Dispatcher
+from services.fence import Fence
+from services.instances import InstanceRegistry
+from services.lease import Lease
+from services.redact import redact
+from services.scheduler import FencedScheduler, FireHandler
+from services.settings import Settings
+from services.spec import ScheduleSpec
+from services.sync import sync_jobs, sync_schedule_rows
+from services.timeutil import utcnow
+
+logger = logging.getLogger(__name__)
+T = TypeVar("T")
+
+#: How often a standby tries to take the lease: a released lease is taken within this.
+STANDBY_POLL_SECONDS = 0.25
+#: How often the leader re-sends rows left pending.
+RESEND_EVERY_SECONDS = 1.0
+
+
+class SchedulerService:
+    def __init__(
+        self,
+        settings: Settings,
+        engine: Engine,
+        broker: dramatiq.Broker,
+        specs: dict[str, ScheduleSpec],
+        lease: Lease,
+    ) -> None:
+        self.settings = settings
+        self.engine = engine
+        self.specs = specs
+        self.lease = lease
+        self.fence = Fence(engine, settings.instance_id)
+        self.dispatcher = Dispatcher(broker, self.fence)
+        self.registry = InstanceRegistry(engine, settings.instance_id, "scheduler")
+        self.stopping = threading.Event()
+        self.scheduler: FencedScheduler | None = None
+        self.lease_changes = 0
+
+    @property
+    def leading(self) -> bool:
+        return self.scheduler is not None
+
+    def stop(self) -> None:
+        self.stopping.set()
+
+    def run(self) -> None:
+        """Block until ``stop()``; always hand the lease back on the way out."""
+        self._safely(self.registry.register, "register instance")
+        renew_every = self.settings.lease_ttl / 3
+        next_renew = next_resend = next_beat = 0.0
+        try:
+            while not self.stopping.is_set():
+                now = time.monotonic()
+                if self.leading:
+                    if now >= next_renew:
+                        next_renew = now + renew_every
+                        if not self._safely(self.lease.renew, "renew lease"):
+                            self.step_down("lease lost")
+                    if self.leading and not self.lease.valid():
+                        self.step_down("lease expired before it could be renewed")
+                    if self.leading and now >= next_resend:
+                        next_resend = now + RESEND_EVERY_SECONDS
+                        self._safely(
+                            lambda: self.dispatcher.resend_pending(self.settings.resend_after),
+                            "re-send pending fires",
+                        )
+                elif self._safely(self.lease.acquire, "acquire lease"):
+                    self.lead()
+                    next_renew = time.monotonic() + renew_every
+                if now >= next_beat:
+                    next_beat = now + renew_every
+                    self._safely(self.registry.beat, "heartbeat")
+                self.stopping.wait(STANDBY_POLL_SECONDS)
+        finally:
+            self.step_down("shutting down")
+            self._safely(self.registry.stop, "mark instance stopped")
+
+    def lead(self) -> None:
+        logger.info(
+            "%s took the scheduler lease",
+            self.settings.instance_id,
+            extra={"action": "lease_acquired"},
+        )
+        self.lease_changes += 1
+        handler = FireHandler(self.engine, self.fence, self.dispatcher, self.specs)
+        scheduler = FencedScheduler(handler, may_fire=self.lease.valid)
+        scheduler.add_jobstore(SQLAlchemyJobStore(engine=self.engine), "default")
+        try:
+            sync_schedule_rows(self.engine, self.specs)
+            scheduler.start(paused=True)
+            sync_jobs(scheduler, self.specs)
+            scheduler.resume()
+        except Exception as exc:
+            logger.error("could not start leading: %s", redact(str(exc)), exc_info=True)
+            if scheduler.running:
+                scheduler.shutdown(wait=False)
+            self._safely(self.lease.release, "release lease")
+            self.stopping.wait(1.0)  # let another replica try
+            return
+        self.scheduler = scheduler
+        self._safely(lambda: self.registry.set_leader(utcnow()), "record leadership")
+
+    def step_down(self, reason: str) -> None:
+        scheduler, self.scheduler = self.scheduler, None
+        if scheduler is None:
+            return
+        logger.warning(
+            "%s stops firing: %s", self.settings.instance_id, reason, extra={"action": "lease_lost"}
+        )
+        try:
+            scheduler.shutdown(wait=False)
+        except Exception:
+            logger.exception("error stopping APScheduler")
+        self._safely(self.lease.release, "release lease")
+        self._safely(lambda: self.registry.set_leader(None), "record step-down")
+
+    def healthy(self, max_silence: float = 30.0) -> bool:
+        """Standbys are healthy; a leader only while its loop thread ticks."""
+        scheduler = self.scheduler
+        if scheduler is None:
+            return True
+        return time.monotonic() - scheduler.last_tick < max_silence
+
+    @staticmethod
+    def _safely(call: Callable[[], T], what: str) -> T | None:
+        try:
+            return call()
+        except Exception as exc:
+            logger.warning("could not %s: %s", what, redact(str(exc)))
+            return None

@@ -1,0 +1,127 @@
+"""The scheduler lease: one replica fires, the others stand by.
+
+Correctness never rests on the lease (the fence in Postgres does that); the
+lease only keeps standbys idle. A leader treats its lease as lost as soon as its
+own clock says it may have expired, without waiting to hear from Redis.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import time
+from typing import Any, Protocol
+
+import redis
+
+from services.timeutil import iso, utcnow
+
+#: Compare-and-renew: only the token holder may extend the lease.
+_RENEW = """
+if redis.call('get', KEYS[1]) == ARGV[1] then
+  return redis.call('pexpire', KEYS[1], ARGV[2])
+end
+return 0
+"""
+#: Compare-and-delete: only the token holder may release the lease.
+_RELEASE = """
+if redis.call('get', KEYS[1]) == ARGV[1] then
+  return redis.call('del', KEYS[1])
+end
+return 0
+"""
+
+
+class Lease(Protocol):
+    ttl: float
+
+    def acquire(self) -> bool: ...
+    def renew(self) -> bool: ...
+    def release(self) -> None: ...
+    def valid(self) -> bool: ...
+    def holder(self) -> dict[str, Any] | None: ...
+
+
+class RedisLease:
+    """``SET key token NX PX ttl``; renewed by compare-and-pexpire; released by compare-and-del."""
+
+    def __init__(self, client: redis.Redis, key: str, ttl: float, instance_id: str) -> None:
+        self.client = client
+        self.key = key
+        self.ttl = ttl
+        self.instance_id = instance_id
+        self._value = ""
+        self._valid_until = 0.0
+        self._renew = client.register_script(_RENEW)
+        self._release = client.register_script(_RELEASE)
+
+    def acquire(self) -> bool:
+        started = time.monotonic()
+        token = secrets.token_hex(16)
+        value = json.dumps(
+            {"token": token, "instance_id": self.instance_id, "since": iso(utcnow())}
+        )
+        if not self.client.set(self.key, value, nx=True, px=int(self.ttl * 1000)):
+            return False
+        self._value = value
+        self._valid_until = started + self.ttl
+        return True
+
+    def renew(self) -> bool:
+        if not self._value:
+            return False
+        started = time.monotonic()
+        ok = bool(self._renew(keys=[self.key], args=[self._value, int(self.ttl * 1000)]))
+        if ok:
+            # Count from before the call: the lease may have been set late in the round trip.
+            self._valid_until = started + self.ttl
+        else:
+            self._value = ""
+            self._valid_until = 0.0
+        return ok
+
+    def release(self) -> None:
+        value, self._value, self._valid_until = self._value, "", 0.0
+        if value:
+            self._release(keys=[self.key], args=[value])
+
+    def valid(self) -> bool:
+        """Whether this process may still act as leader, by its own clock."""
+        return bool(self._value) and time.monotonic() < self._valid_until
+
+    def holder(self) -> dict[str, Any] | None:
+        raw = self.client.get(self.key)
+        if raw is None:
+            return None
+        try:
+            data = json.loads(raw)
+        except ValueError:
+            return None
+        return {"instance_id": data.get("instance_id"), "since": data.get("since")}
+
+
+class LocalLease:
+    """Embedded mode: one process, always the leader."""
+
+    def __init__(self, instance_id: str, ttl: float = 10.0) -> None:
+        self.instance_id = instance_id
+        self.ttl = ttl
+        self._since: str | None = None
+
+    def acquire(self) -> bool:
+        self._since = iso(utcnow())
+        return True
+
+    def renew(self) -> bool:
+        return self._since is not None
+
+    def release(self) -> None:
+        self._since = None
+
+    def valid(self) -> bool:
+        return self._since is not None
+
+    def holder(self) -> dict[str, Any] | None:
+        if self._since is None:
+            return None
+        return {"instance_id": self.instance_id, "since": self._since}

@@ -1,0 +1,59 @@
+"""Logging for every cronwork process: one line per record, secrets masked."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from typing import Any
+
+from services.redact import RedactingFilter
+from services.settings import Settings
+
+#: Attributes every LogRecord has; anything else was passed in ``extra``.
+_STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        out: dict[str, Any] = {
+            "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S%z"),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        out.update({k: v for k, v in vars(record).items() if k not in _STANDARD})
+        if record.exc_text or record.exc_info:
+            out["exc"] = record.exc_text or self.formatException(record.exc_info)  # type: ignore[arg-type]
+        return json.dumps(out, default=str)
+
+
+def secrets_of(settings: Settings) -> list[str]:
+    values = [
+        settings.database_url,
+        settings.redis_url,
+        settings.sentry_dsn,
+        settings.slack_webhook_url,
+    ]
+    return [v.get_secret_value() for v in values if v is not None]
+
+
+def configure_logging(settings: Settings, stream: Any = None) -> None:
+    handler = logging.StreamHandler(stream or sys.stderr)
+    handler.addFilter(RedactingFilter(secrets_of(settings)))
+    if settings.log_format == "json":
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(settings.log_level.upper())
+    # Dramatiq warns about every actor return value without its Results backend;
+    # cronwork stores return values itself.
+    logging.getLogger("dramatiq.worker.WorkerThread").addFilter(
+        lambda r: "Results middleware" not in r.getMessage()
+    )
+    for noisy in ("apscheduler", "alembic"):
+        logging.getLogger(noisy).setLevel(max(root.level, logging.WARNING))

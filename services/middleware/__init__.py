@@ -1,0 +1,1 @@
+"""Dramatiq middleware cronwork adds to every broker, one class per module."""

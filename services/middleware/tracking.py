@@ -1,0 +1,291 @@
+"""Write every attempt of every fire to the database (DESIGN invariant 5).
+
+Placed *before* ``Retries`` in the middleware list: Dramatiq runs after-hooks in
+reverse order, so by the time ``after_process_message`` runs here, ``Retries``
+has already decided whether this attempt will be retried (``message.failed``).
+
+A tracking write that fails is logged loudly and never fails the job.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import dramatiq
+from dramatiq.middleware import Middleware, SkipMessage
+from dramatiq.middleware.time_limit import TimeLimitExceeded
+from sqlalchemy import Connection, Engine, and_, func, select, update
+
+from services.constants import FIRE_OPTION
+from services.context import FireInfo, _set_current
+from services.db import is_postgres, upsert
+from services.models import attempts, fires, schedules
+from services.redact import redact
+from services.timeutil import utcnow
+
+logger = logging.getLogger(__name__)
+
+#: Error messages are cut to this many characters in the attempt row.
+MAX_ERROR_CHARS = 4000
+#: Fire statuses that mean "a previous run is still in progress" for overlap: skip.
+IN_PROGRESS = ("running", "retrying")
+
+
+@dataclass
+class _Attempt:
+    message_id: str
+    attempt: int
+    fire_id: int | None
+    schedule: str
+    started_at: datetime
+    started_mono: float
+
+
+class Tracking(Middleware):
+    def __init__(self, engine_factory: Callable[[], Engine], instance_id: str) -> None:
+        self._engine_factory = engine_factory
+        self._engine: Engine | None = None
+        self._engine_lock = threading.Lock()
+        self.instance_id = instance_id
+        self._local = threading.local()
+
+    @property
+    def engine(self) -> Engine:
+        # Created lazily in the worker process, never inherited across a fork.
+        if self._engine is None:
+            with self._engine_lock:
+                if self._engine is None:
+                    self._engine = self._engine_factory()
+        return self._engine
+
+    # -- hooks -------------------------------------------------------------------
+
+    def before_process_message(self, broker: dramatiq.Broker, message: Any) -> None:
+        self._local.attempt = None
+        _set_current(None)
+        opts = message.options.get(FIRE_OPTION)
+        if not opts:
+            return  # not a cronwork fire: run untracked
+        att = _Attempt(
+            message_id=message.message_id,
+            attempt=int(message.options.get("retries", 0)),
+            fire_id=None,
+            schedule=opts["schedule"],
+            started_at=utcnow(),
+            started_mono=time.monotonic(),
+        )
+        try:
+            skip_reason = self._start(att, overlap=opts.get("overlap", "allow"))
+        except Exception:
+            logger.exception(
+                "tracking write failed at start of %s attempt %d; the job runs anyway",
+                att.schedule,
+                att.attempt,
+                extra={"action": "tracking_failed", "schedule": att.schedule},
+            )
+            skip_reason = None
+        if skip_reason is not None:
+            logger.info(
+                "skipping %s (%s): %s",
+                att.schedule,
+                opts.get("scheduled_for"),
+                skip_reason,
+                extra={"action": "fire_skipped", "schedule": att.schedule},
+            )
+            raise SkipMessage(skip_reason)
+        self._local.attempt = att
+        _set_current(
+            FireInfo(
+                schedule=att.schedule,
+                scheduled_for=datetime.fromisoformat(opts["scheduled_for"].replace("Z", "+00:00")),
+                kind=opts.get("kind", "scheduled"),
+                fire_id=att.fire_id,
+                message_id=att.message_id,
+                attempt=att.attempt,
+            )
+        )
+
+    def after_process_message(
+        self,
+        broker: dramatiq.Broker,
+        message: Any,
+        *,
+        result: Any = None,
+        exception: BaseException | None = None,
+    ) -> None:
+        att: _Attempt | None = getattr(self._local, "attempt", None)
+        self._local.attempt = None
+        _set_current(None)
+        if att is None:
+            return
+        if exception is None:
+            status = fire_status = "succeeded"
+        else:
+            timed_out = isinstance(exception, TimeLimitExceeded)
+            if message.failed:
+                status = fire_status = "timed_out" if timed_out else "failed"
+            else:
+                status = "timed_out" if timed_out else "retrying"
+                fire_status = "retrying"
+        try:
+            self._finish(att, status, fire_status, result, exception)
+        except Exception:
+            logger.exception(
+                "tracking write failed at end of %s attempt %d (%s)",
+                att.schedule,
+                att.attempt,
+                status,
+                extra={"action": "tracking_failed", "schedule": att.schedule},
+            )
+
+    def after_skip_message(self, broker: dramatiq.Broker, message: Any) -> None:
+        # Another middleware (e.g. AgeLimit) skipped a message we had marked running.
+        att: _Attempt | None = getattr(self._local, "attempt", None)
+        self._local.attempt = None
+        _set_current(None)
+        if att is not None:
+            try:
+                self._finish(att, "skipped", "skipped", None, None)
+            except Exception:
+                logger.exception("tracking write failed for skipped %s", att.schedule)
+
+    # -- writes ------------------------------------------------------------------
+
+    def _start(self, att: _Attempt, *, overlap: str) -> str | None:
+        """Record the attempt as running; return a reason instead when it must be skipped."""
+        pg = is_postgres(self.engine)
+        with self.engine.begin() as conn:
+            query = select(fires.c.id, fires.c.status).where(fires.c.message_id == att.message_id)
+            fire = conn.execute(query.with_for_update() if pg else query).first()
+            if fire is None:
+                logger.warning(
+                    "no fire row for message %s of %s; running untracked",
+                    att.message_id,
+                    att.schedule,
+                )
+                return None
+            att.fire_id = fire.id
+            if fire.status == "succeeded":
+                self._write_attempt(conn, att, "skipped", error="fire already succeeded")
+                return "fire already succeeded"
+            if overlap == "skip" and fire.status not in IN_PROGRESS:
+                if pg:  # serialise concurrent starts of one schedule
+                    conn.execute(
+                        select(schedules.c.name)
+                        .where(schedules.c.name == att.schedule)
+                        .with_for_update()
+                    )
+                busy = conn.execute(
+                    select(fires.c.id)
+                    .where(
+                        and_(
+                            fires.c.schedule == att.schedule,
+                            fires.c.id != fire.id,
+                            fires.c.status.in_(IN_PROGRESS),
+                        )
+                    )
+                    .limit(1)
+                ).first()
+                if busy is not None:
+                    reason = f"previous run (fire {busy.id}) still running; overlap: skip"
+                    self._write_attempt(conn, att, "skipped", error=reason)
+                    conn.execute(
+                        update(fires)
+                        .where(fires.c.id == fire.id)
+                        .values(status="skipped", finished_at=att.started_at, error=reason)
+                    )
+                    return reason
+            self._write_attempt(conn, att, "running")
+            conn.execute(
+                update(fires)
+                .where(fires.c.id == fire.id)
+                .values(
+                    status="running",
+                    started_at=func.coalesce(fires.c.started_at, att.started_at),
+                    attempts=att.attempt + 1,
+                    finished_at=None,
+                )
+            )
+        return None
+
+    def _write_attempt(
+        self, conn: Connection, att: _Attempt, status: str, *, error: str | None = None
+    ) -> None:
+        values = {
+            "message_id": att.message_id,
+            "attempt": att.attempt,
+            "fire_id": att.fire_id,
+            "schedule": att.schedule,
+            "status": status,
+            "started_at": att.started_at,
+            "instance_id": self.instance_id,
+            "finished_at": att.started_at if status == "skipped" else None,
+            "duration_ms": 0 if status == "skipped" else None,
+            "error_message": error,
+        }
+        stmt = upsert(self.engine, attempts.name).values(values)
+        # A redelivery of the same attempt (a worker died mid-run) overwrites its row.
+        stmt = stmt.on_conflict_do_update(
+            index_elements=["message_id", "attempt"],
+            set_={k: stmt.excluded[k] for k in values if k not in ("message_id", "attempt")},
+        )
+        conn.execute(stmt)
+
+    def _finish(
+        self,
+        att: _Attempt,
+        status: str,
+        fire_status: str,
+        result: Any,
+        exception: BaseException | None,
+    ) -> None:
+        finished = utcnow()
+        duration_ms = int((time.monotonic() - att.started_mono) * 1000)
+        error_type = error_message = None
+        if exception is not None:
+            error_type = type(exception).__name__
+            error_message = redact(str(exception) or error_type)[:MAX_ERROR_CHARS]
+        with self.engine.begin() as conn:
+            conn.execute(
+                update(attempts)
+                .where(
+                    and_(attempts.c.message_id == att.message_id, attempts.c.attempt == att.attempt)
+                )
+                .values(
+                    status=status,
+                    finished_at=finished,
+                    duration_ms=duration_ms,
+                    error_type=error_type,
+                    error_message=error_message,
+                    result=_jsonable(result) if status == "succeeded" else None,
+                )
+            )
+            if att.fire_id is not None:
+                final = fire_status != "retrying"
+                conn.execute(
+                    update(fires)
+                    .where(fires.c.id == att.fire_id)
+                    .values(
+                        status=fire_status,
+                        finished_at=finished if final else None,
+                        error=f"{error_type}: {error_message}" if error_type else None,
+                    )
+                )
+
+
+def _jsonable(value: Any) -> Any:
+    """The actor's return value if JSON can hold it; otherwise a note saying it could not."""
+    if value is None:
+        return None
+    try:
+        json.dumps(value)
+    except (TypeError, ValueError):
+        return {"unserializable": type(value).__name__}
+    return value

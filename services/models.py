@@ -1,0 +1,154 @@
+"""The database schema, as SQLAlchemy Core tables. Alembic migrations must match it.
+
+Timestamps are stored in UTC. SQLite (embedded mode) returns them naive; read them
+through ``services.timeutil.as_utc``.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Column,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+    text,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+
+#: Explicit constraint names so Alembic migrations can refer to them on every backend.
+NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+metadata = MetaData(naming_convention=NAMING)
+
+Id = BigInteger().with_variant(Integer, "sqlite")  # SQLite autoincrements INTEGER only
+Json = JSON().with_variant(JSONB(), "postgresql")
+Tz = DateTime(timezone=True)
+
+#: Statuses of a fire (one scheduled run of a schedule).
+FIRE_STATUSES = (
+    "pending",  # row written, message not yet sent
+    "enqueued",  # message sent to the broker
+    "running",  # an attempt is running
+    "retrying",  # an attempt failed, another will follow
+    "succeeded",
+    "failed",  # final: retries exhausted or not retryable
+    "timed_out",  # final: the last attempt hit its time limit
+    "skipped",  # not run on purpose (overlap: skip, catchup: latest)
+    "missed",  # fell outside the catch-up window; never run
+    "abandoned",  # its worker died; the watchdog gave up on it
+)
+FINAL_FIRE_STATUSES = ("succeeded", "failed", "timed_out", "skipped", "missed", "abandoned")
+
+#: Statuses of one attempt (one delivery of a fire's message to an actor).
+ATTEMPT_STATUSES = (
+    "running",
+    "succeeded",
+    "retrying",
+    "failed",
+    "timed_out",
+    "skipped",
+    "abandoned",
+)
+
+schedules = Table(
+    "cronwork_schedules",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("actor", String(200), nullable=False),
+    Column("trigger", String(300), nullable=False),
+    Column("timezone", String(64), nullable=False),
+    Column("spec", Json, nullable=False),
+    Column("fingerprint", String(32), nullable=False),
+    Column("paused", Boolean, nullable=False, server_default=text("false")),
+    Column("paused_at", Tz),
+    Column("created_at", Tz, nullable=False),
+    Column("updated_at", Tz, nullable=False),
+)
+
+fires = Table(
+    "cronwork_fires",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("schedule", String(64), nullable=False),
+    # The trigger's own time (never "now"): with `schedule` it is the fence.
+    Column("scheduled_for", Tz, nullable=False),
+    Column("kind", String(16), nullable=False),  # scheduled | catchup | manual
+    Column("status", String(16), nullable=False),
+    # Chosen when the row is written, so a re-send is the same message.
+    Column("message_id", String(36), nullable=False),
+    # Exactly what to send (actor, queue, args, kwargs, options): re-sends need nothing else.
+    Column("message", Json, nullable=False),
+    Column("fired_by", String(200)),
+    Column("created_at", Tz, nullable=False),
+    Column("enqueued_at", Tz),
+    Column("started_at", Tz),
+    Column("finished_at", Tz),
+    Column("attempts", Integer, nullable=False, server_default=text("0")),
+    Column("error", Text),
+    UniqueConstraint("schedule", "scheduled_for", name="uq_cronwork_fires_schedule_time"),
+    Index("ix_cronwork_fires_status_created", "status", "created_at"),
+    Index("ix_cronwork_fires_scheduled_for", "scheduled_for"),
+    Index("ix_cronwork_fires_message_id", "message_id", unique=True),
+)
+
+attempts = Table(
+    "cronwork_attempts",
+    metadata,
+    Column("message_id", String(36), primary_key=True),
+    Column("attempt", Integer, primary_key=True),  # 0-based, Dramatiq's retries count
+    Column(
+        "fire_id",
+        Id,
+        ForeignKey("cronwork_fires.id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    Column("schedule", String(64), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("started_at", Tz, nullable=False),
+    Column("finished_at", Tz),
+    Column("duration_ms", Integer),
+    Column("instance_id", String(200), nullable=False),
+    Column("error_type", String(200)),
+    Column("error_message", Text),
+    Column("result", Json),
+    Index("ix_cronwork_attempts_fire_id", "fire_id"),
+    Index("ix_cronwork_attempts_status", "status"),
+)
+
+instances = Table(
+    "cronwork_instances",
+    metadata,
+    Column("instance_id", String(200), primary_key=True),
+    Column("role", String(16), nullable=False),  # scheduler | worker
+    Column("hostname", String(200), nullable=False),
+    Column("pid", Integer, nullable=False),
+    Column("started_at", Tz, nullable=False),
+    Column("heartbeat_at", Tz, nullable=False),
+    Column("leader_since", Tz),  # set while this scheduler holds the lease
+    Column("stopped_at", Tz),
+)
+
+#: APScheduler 3's SQLAlchemyJobStore table, created here so migrations own the schema.
+apscheduler_jobs = Table(
+    "apscheduler_jobs",
+    metadata,
+    Column("id", String(191), primary_key=True),
+    Column("next_run_time", Float(25), index=True),
+    Column("job_state", LargeBinary, nullable=False),
+)

@@ -1,0 +1,63 @@
+"""What every command needs before it runs: settings → engine, schedules, broker."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
+import dramatiq
+from sqlalchemy import Engine, inspect
+
+from services.broker import make_broker
+from services.config import ScheduleFile, check_actors, load_schedules
+from services.db import make_engine
+from services.errors import ConfigError, CronworkError
+from services.migrate import upgrade
+from services.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+
+class SchemaMissing(CronworkError):
+    """The database has no cronwork tables: run `cronwork migrate` first."""
+
+
+def engine_for(settings: Settings, *, pool_size: int = 5) -> Engine:
+    if settings.database_url is None:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+    return make_engine(settings.database_url_value(), pool_size=pool_size)
+
+
+def ensure_schema(settings: Settings, engine: Engine, *, migrate: bool) -> None:
+    """Embedded mode (and ``up``) migrate on their own; other processes refuse a bare database."""
+    if migrate or settings.database_url is None:
+        upgrade(settings.database_url_value())
+        return
+    if not inspect(engine).has_table("cronwork_fires"):
+        raise SchemaMissing()
+
+
+def load_schedule_file(settings: Settings) -> ScheduleFile:
+    return load_schedules(settings.schedules_file)
+
+
+def prepare_broker(
+    settings: Settings,
+    schedule_file: ScheduleFile,
+    broker: dramatiq.Broker | None = None,
+) -> dramatiq.Broker:
+    """Set the global broker, import the actor modules onto it and check every actor exists."""
+    broker = broker or make_broker(settings)
+    dramatiq.set_broker(broker)
+    # `imports:` resolve next to schedules.yaml and in the working directory.
+    for folder in (Path.cwd(), Path(schedule_file.path).resolve().parent):
+        if str(folder) not in sys.path:
+            sys.path.insert(0, str(folder))
+    problems = check_actors(schedule_file, broker)
+    if problems:
+        raise ConfigError(problems)
+    for spec in schedule_file.schedules.values():
+        if spec.queue not in broker.get_declared_queues():
+            broker.declare_queue(spec.queue)
+    return broker

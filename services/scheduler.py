@@ -1,0 +1,164 @@
+"""APScheduler 3, made crash-safe: fires are fenced in the database before a job's
+``next_run_time`` moves.
+
+Stock ``BackgroundScheduler._process_jobs`` advances ``next_run_time`` even when
+submitting the job failed (the fire is lost), lets a jobstore error kill its thread
+while the scheduler still claims to run, and drops fires later than
+``misfire_grace_time``. ``FencedScheduler`` keeps APScheduler's jobstore, triggers
+and wake-up loop and replaces only that one method.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+
+from apscheduler.job import Job
+from apscheduler.jobstores.base import BaseJobStore
+from apscheduler.schedulers.background import BackgroundScheduler
+from apscheduler.schedulers.base import STATE_PAUSED
+from sqlalchemy import Engine, select
+
+from services.catchup import plan_fires
+from services.constants import ON_TIME_GRACE_SECONDS
+from services.dispatch import Dispatcher
+from services.fence import Fence, Fire, FireRequest, request
+from services.models import schedules
+from services.spec import ScheduleSpec
+
+logger = logging.getLogger(__name__)
+
+#: Longest sleep between two looks at the jobstore: pause/resume from the CLI and a
+#: lost lease must take effect quickly even when no job is due for hours.
+MAX_WAIT_SECONDS = 1.0
+#: Wait after a database error before trying again (nothing advanced meanwhile).
+RETRY_SECONDS = 1.0
+
+
+def job_placeholder(**_: object) -> None:
+    """The callable stored with each APScheduler job; never called (fires go through the fence)."""
+
+
+class FireHandler:
+    """Turns one due job into fence rows, and the won rows into messages."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        fence: Fence,
+        dispatcher: Dispatcher,
+        specs: dict[str, ScheduleSpec],
+    ) -> None:
+        self.engine = engine
+        self.fence = fence
+        self.dispatcher = dispatcher
+        self.specs = specs
+        self.paused: set[str] = set()
+        self.won: list[Fire] = []
+
+    def refresh_paused(self) -> None:
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(schedules.c.name).where(schedules.c.paused.is_(True)))
+            self.paused = {r.name for r in rows}
+
+    def handle(self, job: Job, now: datetime) -> datetime | None:
+        """Fence the job's due fires; return its next run time (None: remove the job)."""
+        spec = self.specs.get(job.id)
+        if spec is None:
+            logger.warning("job %s has no schedule any more; removing it", job.id)
+            return None
+        grace = timedelta(seconds=ON_TIME_GRACE_SECONDS)
+        plan = plan_fires(
+            job.trigger,
+            job.next_run_time,
+            now,
+            policy=spec.catchup,
+            window=max(spec.catchup_window, grace),
+            grace=grace,
+        )
+        if spec.name in self.paused:
+            return plan.next_run_time  # paused: time moves on, nothing fires
+        reqs: list[FireRequest] = [request(spec, t, kind) for t, kind in plan.fire]
+        reqs += [request(spec, t, "catchup", "skipped") for t in plan.skipped]
+        reqs += [request(spec, t, "scheduled", "missed") for t in plan.missed]
+        for r in reqs[len(plan.fire) :]:
+            object.__setattr__(r, "error", _why_not_run(r.status, spec))
+        if plan.missed or plan.missed_unrecorded:
+            logger.error(
+                "%s: %d fire(s) missed outside the %s catch-up window%s",
+                spec.name,
+                len(plan.missed) + plan.missed_unrecorded,
+                spec.catchup_window,
+                f" ({plan.missed_unrecorded} not recorded one by one)"
+                if plan.missed_unrecorded
+                else "",
+                extra={"action": "fires_missed", "schedule": spec.name},
+            )
+        self.won.extend(self.fence.claim(reqs))
+        return plan.next_run_time
+
+    def flush(self) -> None:
+        """Send what this tick won."""
+        batch, self.won = self.won, []
+        if batch:
+            self.dispatcher.send(batch)
+
+
+def _why_not_run(status: str, spec: ScheduleSpec) -> str:
+    if status == "missed":
+        return f"missed: later than the catch-up window ({spec.catchup_window})"
+    return f"skipped: catchup {spec.catchup} runs only the newest late fire"
+
+
+class FencedScheduler(BackgroundScheduler):
+    def __init__(self, handler: FireHandler, may_fire: Callable[[], bool]) -> None:
+        super().__init__(
+            timezone=UTC,
+            job_defaults={"misfire_grace_time": None, "coalesce": False, "max_instances": 1},
+        )
+        self.handler = handler
+        self.may_fire = may_fire
+        #: monotonic time of the last loop pass, for /healthz.
+        self.last_tick = time.monotonic()
+
+    def _process_jobs(self) -> float | None:
+        self.last_tick = time.monotonic()
+        if self.state == STATE_PAUSED:
+            return None
+        try:
+            return self._process_due()
+        except Exception:
+            # Never let the loop thread die: log and look again shortly.
+            logger.exception("scheduler loop error; retrying", extra={"action": "loop_error"})
+            return RETRY_SECONDS
+
+    def _process_due(self) -> float:
+        jobstore: BaseJobStore = self._lookup_jobstore("default")
+        if not self.may_fire():
+            return MAX_WAIT_SECONDS
+        now = datetime.now(UTC)
+        due = jobstore.get_due_jobs(now)
+        if due:
+            self.handler.refresh_paused()
+        try:
+            for job in due:
+                if not self.may_fire():
+                    logger.warning("lease lost; stopping before %s", job.id)
+                    break
+                # Fence first, then advance: a crash in between re-fences the same
+                # times, which the unique row turns into no-ops.
+                next_run = self.handler.handle(job, now)
+                if next_run is None:
+                    jobstore.remove_job(job.id)
+                else:
+                    job._modify(next_run_time=next_run)
+                    jobstore.update_job(job)
+        finally:
+            self.handler.flush()
+        next_time = jobstore.get_next_run_time()
+        if next_time is None:
+            return MAX_WAIT_SECONDS
+        wait = (next_time - datetime.now(UTC)).total_seconds()
+        return min(max(wait, 0.0), MAX_WAIT_SECONDS)

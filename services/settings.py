@@ -1,0 +1,58 @@
+"""One typed Settings object, read from ``CRONWORK_*`` variables in the entry point only."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import socket
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def _default_instance_id() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
+
+
+class Settings(BaseSettings):
+    """cronwork's configuration. Secrets are ``SecretStr`` so they never print."""
+
+    model_config = SettingsConfigDict(env_prefix="CRONWORK_", extra="ignore")
+
+    #: Postgres URL; unset means an embedded SQLite file under ``data_dir``.
+    database_url: SecretStr | None = None
+    #: Redis URL; unset means the in-memory broker and a local lease (one process only).
+    redis_url: SecretStr | None = None
+    schedules_file: Path = Path("schedules.yaml")
+    data_dir: Path = Path(".cronwork")
+    #: Seconds a leader's lease lives without renewal; renewed about every ttl/3.
+    lease_ttl: float = Field(default=10.0, gt=0)
+    #: Redis key prefix for the lease and anything else cronwork keeps in Redis.
+    redis_prefix: str = "cronwork"
+    instance_id: str = Field(default_factory=_default_instance_id)
+    #: Pending fires older than this are re-sent by the leader.
+    resend_after: float = Field(default=5.0, gt=0)
+    #: Workers write a heartbeat this often; the watchdog reads it.
+    heartbeat_interval: float = Field(default=5.0, gt=0)
+    http_port: int = Field(default=8080, ge=0, le=65535)
+    log_level: str = "INFO"
+    log_format: str = "text"
+    sentry_dsn: SecretStr | None = None
+    sentry_environment: str | None = None
+    sentry_release: str | None = None
+    slack_webhook_url: SecretStr | None = None
+
+    @property
+    def embedded(self) -> bool:
+        """True when no Redis is configured: single-process mode with in-memory broker."""
+        return self.redis_url is None
+
+    def database_url_value(self) -> str:
+        if self.database_url is not None:
+            return self.database_url.get_secret_value()
+        path = (self.data_dir / "cronwork.sqlite3").resolve()
+        return f"sqlite:///{path}"
+
+    def redis_url_value(self) -> str | None:
+        return self.redis_url.get_secret_value() if self.redis_url is not None else None

@@ -1,0 +1,191 @@
+"""docker-compose.yml against the Compose specification, and the Dockerfile's shape.
+
+No Docker engine is needed: the Compose file is validated with check-jsonschema's
+bundled copy of the Compose spec schema, the Dockerfile is read as text.
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+COMPOSE = ROOT / "docker-compose.yml"
+DOCKERFILE = ROOT / "Dockerfile"
+DOCKERIGNORE = ROOT / ".dockerignore"
+
+#: The only secret values the Compose file may carry: the documented local-dev defaults.
+LOCAL_DEV_DEFAULT = "cronwork"
+SECRETISH = re.compile(r"PASSWORD|SECRET|TOKEN|DSN|WEBHOOK|AUTH|_KEY$", re.IGNORECASE)
+#: `${NAME}` or `${NAME:-default}`, the whole value.
+INTERPOLATION = re.compile(r"^\$\{(?P<name>[A-Z0-9_]+)(?::-(?P<default>[^}]*))?\}$")
+URL_PASSWORD = re.compile(r"://[^:/@\s]*:(?P<password>[^@\s]+)@")
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict[str, Any]:
+    loaded: dict[str, Any] = yaml.safe_load(COMPOSE.read_text())
+    return loaded
+
+
+def test_compose_file_matches_the_compose_spec() -> None:
+    check = Path(sys.executable).parent / "check-jsonschema"
+    assert check.exists(), f"{check} missing: pip install -e '.[dev]'"
+    result = subprocess.run(
+        [str(check), "--builtin-schema", "vendor.compose-spec", str(COMPOSE)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_services_and_dependencies(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    assert {"postgres", "redis", "migrate", "scheduler", "worker"} <= set(services)
+
+    postgres, redis = services["postgres"], services["redis"]
+    assert postgres["image"].startswith("postgres:16")
+    assert redis["image"].startswith("redis:7")
+    assert "pg_isready" in " ".join(postgres["healthcheck"]["test"])
+    assert "redis-cli ping" in " ".join(redis["healthcheck"]["test"])
+    named_volumes = set(compose.get("volumes") or {})
+    pg_sources = {str(v).split(":", 1)[0] for v in postgres["volumes"]}
+    assert pg_sources & named_volumes, "postgres data must live in a named volume"
+
+    migrate = services["migrate"]
+    assert migrate["command"] == ["migrate"]
+    assert migrate["restart"] == "no"
+    assert migrate["depends_on"]["postgres"]["condition"] == "service_healthy"
+
+    for name in ("scheduler", "worker"):
+        svc = services[name]
+        assert svc["command"] == [name]
+        deps = svc["depends_on"]
+        assert deps["migrate"]["condition"] == "service_completed_successfully", name
+        assert deps["postgres"]["condition"] == "service_healthy", name
+        assert deps["redis"]["condition"] == "service_healthy", name
+        assert "/healthz" in " ".join(svc["healthcheck"]["test"]), name
+    assert services["scheduler"]["deploy"]["replicas"] == 2
+    # Grace periods: the worker finishes in-flight work after SIGTERM.
+    assert services["worker"]["stop_grace_period"] == "60s"
+
+
+def test_cronwork_services_share_the_anchor_and_mount_schedules(compose: dict[str, Any]) -> None:
+    anchor = compose["x-cronwork"]
+    assert anchor["build"] == "." or anchor["build"]["context"] == "."
+    for name in ("migrate", "scheduler", "worker"):
+        svc = compose["services"][name]
+        assert svc["environment"] == anchor["environment"], name
+        assert svc["image"] == anchor["image"], name
+        (mount,) = [m for m in svc["volumes"] if "schedules.yaml" in str(m)]
+        if isinstance(mount, str):
+            source, target, mode = mount.split(":")
+            assert mode == "ro"
+        else:
+            source, target = mount["source"], mount["target"]
+            assert mount["read_only"] is True
+        assert source == "./schedules.yaml" and target == "/app/schedules.yaml", name
+        env = svc["environment"]
+        assert env["CRONWORK_SCHEDULES_FILE"] == "/app/schedules.yaml"
+        assert env["CRONWORK_DATABASE_URL"].startswith("postgresql+psycopg2://")
+        assert "@postgres:5432/" in env["CRONWORK_DATABASE_URL"]
+        assert env["CRONWORK_REDIS_URL"].startswith("redis://")
+        assert "@redis:6379/" in env["CRONWORK_REDIS_URL"]
+
+
+def _environments(compose: dict[str, Any]) -> list[tuple[str, str, Any]]:
+    found: list[tuple[str, str, Any]] = []
+    for svc_name, svc in compose["services"].items():
+        env = svc.get("environment") or {}
+        if isinstance(env, list):
+            env = dict(item.split("=", 1) if "=" in item else (item, None) for item in env)
+        found.extend((svc_name, key, value) for key, value in env.items())
+    return found
+
+
+def _assert_dev_default(where: str, value: str) -> None:
+    match = INTERPOLATION.match(value)
+    assert match, f"{where}: secret must come from the environment: {value!r}"
+    assert match["default"] in (None, "", LOCAL_DEV_DEFAULT), f"{where}: {value!r}"
+
+
+def test_no_plaintext_secrets(compose: dict[str, Any]) -> None:
+    for svc_name, key, value in _environments(compose):
+        where = f"{svc_name}.{key}"
+        if value is None:
+            continue  # passed through from the host environment when set there
+        value = str(value)
+        if SECRETISH.search(key):
+            _assert_dev_default(where, value)
+        for match in URL_PASSWORD.finditer(value):
+            _assert_dev_default(where, match["password"])
+    # Command lines (redis --requirepass) follow the same rule.
+    for svc_name, svc in compose["services"].items():
+        command = svc.get("command") or []
+        for flag, arg in itertools.pairwise(command):
+            if "pass" in str(flag).lower():
+                _assert_dev_default(f"{svc_name}.command {flag}", str(arg))
+
+
+# -------------------------------------------------------------------------- Dockerfile
+
+
+def dockerfile_stages() -> list[list[tuple[str, str]]]:
+    """The Dockerfile as stages of (INSTRUCTION, arguments), continuation lines joined."""
+    text = re.sub(r"\\\n", " ", DOCKERFILE.read_text())
+    stages: list[list[tuple[str, str]]] = []
+    for raw in text.splitlines():
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        instruction, _, args = line.partition(" ")
+        instruction = instruction.upper()
+        if instruction == "FROM":
+            stages.append([])
+        if stages:
+            stages[-1].append((instruction, args.strip()))
+    return stages
+
+
+def test_dockerfile_is_multi_stage_slim_non_root() -> None:
+    stages = dockerfile_stages()
+    assert len(stages) >= 2, "builder + runtime stages"
+    text = DOCKERFILE.read_text()
+    assert re.search(r"python:3\.11-slim", text)
+    final = stages[-1]
+    final_text = " ".join(args for _, args in final)
+    # Only the venv comes from the builder.
+    copies_from = [args for ins, args in final if ins == "COPY" and "--from=" in args]
+    assert copies_from and all("/opt/venv" in args for args in copies_from)
+    for tool in ("build-essential", "gcc", "g++", "make ", "libpq-dev", "python3-dev"):
+        assert tool not in final_text, f"{tool} in the final stage"
+    users = [args for ins, args in final if ins == "USER"]
+    assert users, "final stage must set USER"
+    user = users[-1].split(":")[0]
+    assert user not in ("root", "0"), users[-1]
+    assert user.isdigit() and int(user) >= 10000, "numeric uid so runAsNonRoot can verify it"
+    assert ("ENTRYPOINT", '["cronwork"]') in final
+    assert ("CMD", '["scheduler"]') in final
+    assert ("WORKDIR", "/app") in final
+    env = " ".join(args for ins, args in final if ins == "ENV")
+    assert "PYTHONDONTWRITEBYTECODE=1" in env and "PYTHONUNBUFFERED=1" in env
+    assert any(ins == "EXPOSE" and "8080" in args for ins, args in final)
+    assert any(ins == "COPY" and "schedules.yaml" in args for ins, args in final)
+
+
+def test_dockerignore_keeps_local_state_out() -> None:
+    ignored = {line.strip() for line in DOCKERIGNORE.read_text().splitlines()}
+    for entry in (".venv", ".git", ".cronwork", ".pytest_cache", ".env"):
+        assert entry in ignored, entry
+    # The build needs these: they must not be ignored.
+    for needed in ("services", "actors", "migrations", "pyproject.toml", "schedules.yaml"):
+        assert needed not in ignored, needed
