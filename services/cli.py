@@ -222,7 +222,9 @@ def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
     prepare_broker(settings, load_schedule_file(settings))
     _engine(settings).dispose()
     os.environ["CRONWORK_WORKER_PROCESSES"] = str(args.processes)
-    argv = ["services.worker_boot:setup", "--processes", str(args.processes)]
+    # Spawn, not fork: the children import the actors onto their own tracking broker,
+    # instead of inheriting modules already bound to the broker checked above.
+    argv = ["services.worker_boot:setup", "--use-spawn", "--processes", str(args.processes)]
     argv += ["--threads", str(args.threads)]
     if args.queues:
         argv += ["--queues", *args.queues]

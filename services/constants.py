@@ -6,7 +6,8 @@ from __future__ import annotations
 LEASE_KEY = "scheduler:lease"
 #: Message option carrying the fire's identity; its presence marks a cronwork message.
 FIRE_OPTION = "cronwork"
-#: Only the newest fires are recorded one by one when a gap is bigger than this.
+#: At most this many missed fires of one gap are recorded one by one (the oldest);
+#: the rest are counted in the log line.
 MAX_MISSED_ROWS = 1000
 #: Fires due within this many seconds of now count as on time, not catch-up.
 ON_TIME_GRACE_SECONDS = 5.0

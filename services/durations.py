@@ -36,7 +36,14 @@ def parse_duration(text: object) -> timedelta:
         )
     if seconds <= 0:
         raise DurationError(f"duration {text!r} must be greater than zero")
-    return timedelta(seconds=seconds)
+    try:
+        delta = timedelta(seconds=seconds)
+    except OverflowError:
+        raise DurationError(f"duration {text!r} is too long") from None
+    if delta % timedelta(milliseconds=1):
+        # format_duration (and so describe_trigger, status, alerts) speaks whole milliseconds.
+        raise DurationError(f"duration {text!r} is finer than a millisecond")
+    return delta
 
 
 def format_duration(delta: timedelta) -> str:

@@ -102,6 +102,9 @@ class Fence:
         if not requests:
             return []
         now = utcnow()
+        # Rows go in in one global order (schedule, time): two claimers whose batches
+        # overlap in different orders would otherwise deadlock on the unique index.
+        requests = sorted(requests, key=lambda r: (r.schedule, as_utc(r.scheduled_for)))
         values = [
             {
                 "schedule": r.schedule,

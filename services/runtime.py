@@ -13,7 +13,6 @@ from services.broker import make_broker
 from services.config import ScheduleFile, check_actors, load_schedules
 from services.db import make_engine
 from services.errors import ConfigError, CronworkError
-from services.migrate import upgrade
 from services.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -32,6 +31,8 @@ def engine_for(settings: Settings, *, pool_size: int = 5) -> Engine:
 def ensure_schema(settings: Settings, engine: Engine, *, migrate: bool) -> None:
     """Embedded mode (and ``up``) migrate on their own; other processes refuse a bare database."""
     if migrate or settings.database_url is None:
+        from services.migrate import upgrade  # Alembic only where it runs
+
         upgrade(settings.database_url_value())
         return
     if not inspect(engine).has_table("cronwork_fires"):

@@ -18,7 +18,7 @@ from datetime import UTC, datetime, timedelta
 from apscheduler.job import Job
 from apscheduler.jobstores.base import BaseJobStore
 from apscheduler.schedulers.background import BackgroundScheduler
-from apscheduler.schedulers.base import STATE_PAUSED
+from apscheduler.schedulers.base import STATE_RUNNING
 from sqlalchemy import Engine, select
 
 from services.catchup import plan_fires
@@ -91,7 +91,7 @@ class FireHandler:
                 spec.name,
                 len(plan.missed) + plan.missed_unrecorded,
                 spec.catchup_window,
-                f" ({plan.missed_unrecorded} not recorded one by one)"
+                f" (at least {plan.missed_unrecorded} more not recorded one by one)"
                 if plan.missed_unrecorded
                 else "",
                 extra={"action": "fires_missed", "schedule": spec.name},
@@ -125,7 +125,10 @@ class FencedScheduler(BackgroundScheduler):
 
     def _process_jobs(self) -> float | None:
         self.last_tick = time.monotonic()
-        if self.state == STATE_PAUSED:
+        # Not only when paused: shutdown() wakes the loop thread for one last pass after
+        # setting STATE_STOPPED, and that pass must not fire (e.g. a scheduler started
+        # paused whose sync failed, or one stepping down).
+        if self.state != STATE_RUNNING:
             return None
         try:
             return self._process_due()

@@ -173,6 +173,15 @@ class Tracking(Middleware):
                 return None
             att.fire_id = fire.id
             if fire.status == "succeeded":
+                # A re-send carries the same attempt number as the run that succeeded:
+                # record the skip as the next attempt instead of overwriting that row.
+                last = conn.execute(
+                    select(func.max(attempts.c.attempt)).where(
+                        attempts.c.message_id == att.message_id
+                    )
+                ).scalar()
+                if last is not None and last >= att.attempt:
+                    att.attempt = last + 1
                 self._write_attempt(conn, att, "skipped", error="fire already succeeded")
                 return "fire already succeeded"
             if overlap == "skip" and fire.status not in IN_PROGRESS:
