@@ -1,0 +1,155 @@
+"""The CLI as users run it: check, next, status, history, trigger, pause, resume."""
+
+from __future__ import annotations
+
+import json
+import signal
+import time
+from datetime import UTC, datetime
+
+from tests.acceptance.conftest import Cronwork, wait_for
+
+GOOD = """
+    imports: [acceptance_actors]
+    schedules:
+      ticker:
+        actor: tick
+        every: 1s
+        max_retries: 0
+      weekly:
+        actor: tick
+        cron: "0 8 * * 1"
+        timezone: Europe/Berlin
+"""
+
+BAD = """
+    imports: [acceptance_actors]
+    schedules:
+      nightly:
+        actor: tick
+        cron: "61 * * * *"
+      lunch:
+        actor: no_such_actor
+        every: 10x
+        colour: blue
+      nightly:
+        actor: tick
+        every: 1m
+"""
+
+
+def test_check_accepts_a_good_file(cronwork: Cronwork) -> None:
+    cronwork.write_schedules(GOOD)
+    out = cronwork.run("check")
+    assert out.returncode == 0, out.stderr
+    assert "2 schedule(s) OK" in out.stdout
+
+
+def test_check_refuses_a_bad_file_with_every_problem_located(cronwork: Cronwork) -> None:
+    cronwork.write_schedules(BAD)
+    out = cronwork.run("check")
+    assert out.returncode == 1
+    err = out.stderr
+    assert "Traceback" not in err
+    assert "schedules.yaml:6: schedule 'nightly': bad cron expression '61 * * * *'" in err
+    assert "schedules.yaml:9: schedule 'lunch':" in err and "10x" in err
+    assert "schedules.yaml:10: schedule 'lunch': unknown key 'colour'" in err
+    assert "duplicate schedule name 'nightly'" in err
+    assert "nothing applied" in err
+
+
+def test_scheduler_and_worker_refuse_to_start_on_a_bad_file(cronwork: Cronwork) -> None:
+    cronwork.write_schedules(BAD)
+    for command in ("scheduler", "worker", "up"):
+        out = cronwork.run(command, timeout=30)
+        assert out.returncode == 1, (command, out.stdout, out.stderr)
+        assert "bad cron expression" in out.stderr
+        assert "Traceback" not in out.stderr
+
+
+def test_unknown_actor_is_refused_by_check(cronwork: Cronwork) -> None:
+    cronwork.write_schedules(
+        """
+        imports: [acceptance_actors]
+        schedules:
+          lunch:
+            actor: no_such_actor
+            every: 1h
+        """
+    )
+    out = cronwork.run("check")
+    assert out.returncode == 1
+    assert "schedules.yaml:5: schedule 'lunch': actor 'no_such_actor' is not defined" in out.stderr
+
+
+def test_next_prints_utc_and_local_times(cronwork: Cronwork) -> None:
+    cronwork.write_schedules(GOOD)
+    out = cronwork.run("next", "weekly", "-n", "3", "--after", "2026-03-20T00:00:00Z", "--json")
+    assert out.returncode == 0, out.stderr
+    # Mondays 08:00 Berlin: CET (UTC+1) until 29 March, CEST (UTC+2) after.
+    assert json.loads(out.stdout) == [
+        "2026-03-23T07:00:00Z",
+        "2026-03-30T06:00:00Z",
+        "2026-04-06T06:00:00Z",
+    ]
+    text = cronwork.run("next", "weekly", "-n", "1", "--after", "2026-03-20T00:00:00Z")
+    assert "2026-03-23T07:00:00Z" in text.stdout and "08:00:00 CET" in text.stdout
+    unknown = cronwork.run("next", "nope")
+    assert unknown.returncode == 1 and "no schedule named 'nope'" in unknown.stderr
+
+
+def test_run_pause_resume_status_history(cronwork: Cronwork) -> None:
+    cronwork.write_schedules(GOOD)
+    assert cronwork.run("migrate").returncode == 0
+    cronwork.start("worker", "--processes", "1", "--threads", "2", name="worker")
+    scheduler = cronwork.start("scheduler", name="sched-1")
+
+    def status() -> dict:
+        out = cronwork.run("status", "--json")
+        assert out.returncode == 0, out.stderr
+        return json.loads(out.stdout)
+
+    def succeeded(name: str) -> int:
+        out = cronwork.run("history", "--schedule", name, "--limit", "200", "--json")
+        return sum(1 for f in json.loads(out.stdout) if f["status"] == "succeeded")
+
+    wait_for(lambda: succeeded("ticker") >= 2, 30, "ticker fires to succeed")
+    data = status()
+    assert data["leader"]["instance_id"] == "sched-1"
+    by_name = {s["name"]: s for s in data["schedules"]}
+    assert by_name["ticker"]["last_fire"]["status"] in ("succeeded", "enqueued", "running")
+    assert by_name["weekly"]["timezone"] == "Europe/Berlin"
+    assert by_name["weekly"]["next_run"].endswith(("T07:00:00Z", "T06:00:00Z"))
+
+    # Pause: no new fires of ticker; it survives a scheduler restart.
+    assert cronwork.run("pause", "ticker").returncode == 0
+    cronwork.stop(scheduler)
+    paused_at = datetime.now(UTC)
+    scheduler = cronwork.start("scheduler", name="sched-2")
+    wait_for(lambda: (status()["leader"] or {}).get("instance_id") == "sched-2", 20, "new leader")
+    time.sleep(3)  # three ticks of a 1 s schedule, had it not been paused
+    out = cronwork.run("history", "--schedule", "ticker", "--limit", "5", "--json")
+    newest = datetime.fromisoformat(
+        json.loads(out.stdout)[0]["scheduled_for"].replace("Z", "+00:00")
+    )
+    assert newest <= paused_at, "a paused schedule fired"
+    assert status()["schedules"][0]["paused"] is True
+
+    # Manual trigger of a paused schedule still runs (an operator asked for it).
+    trig = cronwork.run("trigger", "weekly")
+    assert trig.returncode == 0 and "enqueued" in trig.stdout
+    wait_for(
+        lambda: any(
+            f["kind"] == "manual" and f["status"] == "succeeded"
+            for f in json.loads(cronwork.run("history", "--schedule", "weekly", "--json").stdout)
+        ),
+        30,
+        "the manual fire to succeed",
+    )
+
+    assert cronwork.run("resume", "ticker").returncode == 0
+    before = succeeded("ticker")
+    wait_for(lambda: succeeded("ticker") >= before + 2, 30, "ticker to fire again after resume")
+    cronwork.stop(scheduler, signal.SIGTERM)
+    table = cronwork.run("status")
+    assert table.returncode == 0 and "ticker" in table.stdout and "every 1s" in table.stdout
