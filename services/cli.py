@@ -81,6 +81,11 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--processes", "-p", type=int, default=os.cpu_count() or 1)
     w.add_argument("--threads", "-t", type=int, default=8)
     w.add_argument("--queues", "-Q", nargs="+", help="queues to consume (default: all)")
+    w.add_argument(
+        "--check",
+        action="store_true",
+        help="exit 0 if this container's worker heartbeat is fresh, 1 otherwise (liveness)",
+    )
     up = cmd("up", cmd_up, "scheduler and worker in one process (embedded when no URLs are set)")
     up.add_argument("--threads", "-t", type=int, default=4)
     n = cmd("next", cmd_next, "print a schedule's next fire times")
@@ -94,6 +99,10 @@ def build_parser() -> argparse.ArgumentParser:
     h.add_argument("--schedule")
     h.add_argument("--limit", type=int, default=20)
     h.add_argument("--json", action="store_true")
+    i = cmd("incidents", cmd_incidents, "open incidents (watchdog findings, final failures)")
+    i.add_argument("--all", action="store_true", help="resolved ones too (newest first)")
+    i.add_argument("--limit", type=int, default=50)
+    i.add_argument("--json", action="store_true")
     for name, func, text in (
         ("trigger", cmd_trigger, "fire a schedule now (kind manual)"),
         ("pause", cmd_pause, "stop a schedule from firing, until resumed"),
@@ -189,6 +198,7 @@ def _scheduler_service(
 
 
 def cmd_scheduler(settings: Settings, args: argparse.Namespace) -> int:
+    from services.health import serve as serve_health
     from services.runtime import load_schedule_file, prepare_broker
 
     if settings.embedded:
@@ -196,11 +206,15 @@ def cmd_scheduler(settings: Settings, args: argparse.Namespace) -> int:
             "`cronwork scheduler` needs CRONWORK_REDIS_URL (the lease and the queue); "
             "for one process without Redis run `cronwork up`"
         )
+    from services.alerts.sentry import init_sentry
+
+    init_sentry(settings, dramatiq=False)  # plain error capture and watchdog check-ins
     schedule_file = load_schedule_file(settings)
     broker = prepare_broker(settings, schedule_file)
     engine = _engine(settings)
     service = _scheduler_service(settings, broker, schedule_file.schedules, engine)
     _on_signals(service.stop)
+    serve_health(settings, live=service.health)
     logger.info("scheduler %s starting", settings.instance_id)
     service.run()
     return 0
@@ -210,8 +224,11 @@ def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
     from dramatiq.cli import main as dramatiq_main
     from dramatiq.cli import make_argument_parser
 
+    from services.health import worker_check, worker_parent
     from services.runtime import load_schedule_file, prepare_broker
 
+    if args.check:
+        return worker_check(settings)
     if settings.embedded:
         raise CronworkError(
             "`cronwork worker` needs CRONWORK_REDIS_URL; "
@@ -228,20 +245,26 @@ def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
     argv += ["--threads", str(args.threads)]
     if args.queues:
         argv += ["--queues", *args.queues]
-    return int(dramatiq_main(make_argument_parser().parse_args(argv)) or 0)
+    with worker_parent(settings):  # /healthz etc., metrics dir and heartbeat file for children
+        return int(dramatiq_main(make_argument_parser().parse_args(argv)) or 0)
 
 
 def cmd_up(settings: Settings, args: argparse.Namespace) -> int:
     import dramatiq
 
+    from services.alerts.hook import install as install_alerts
+    from services.alerts.sentry import init_sentry
     from services.broker import make_broker
+    from services.health import serve as serve_health
     from services.runtime import engine_for, ensure_schema, load_schedule_file, prepare_broker
 
     schedule_file = load_schedule_file(settings)
     engine = engine_for(settings)
     ensure_schema(settings, engine, migrate=True)
+    init_sentry(settings, dramatiq=True)  # before the broker: it patches Broker.__init__
     broker = make_broker(settings, engine_factory=lambda: engine)
     prepare_broker(settings, schedule_file, broker)
+    install_alerts(broker, settings, schedule_file.schedules, lambda: engine)
     if settings.embedded:
         logger.warning(
             "embedded mode: SQLite at %s, in-memory queue, local lease — single instance only; "
@@ -251,6 +274,9 @@ def cmd_up(settings: Settings, args: argparse.Namespace) -> int:
     service = _scheduler_service(settings, broker, schedule_file.schedules, engine)
     worker = dramatiq.Worker(broker, worker_threads=args.threads)
     _on_signals(service.stop)
+    serve_health(settings, live=service.health)
+    # Dramatiq's own CLI sends this; it starts the TimeLimit thread among others.
+    broker.emit_after("process_boot")
     worker.start()
     thread = threading.Thread(target=service.run, name="cronwork-scheduler")
     thread.start()
@@ -397,6 +423,33 @@ def cmd_pause(settings: Settings, args: argparse.Namespace) -> int:
 def cmd_resume(settings: Settings, args: argparse.Namespace) -> int:
     _set_paused(settings, args.name, False)
     print(f"resumed {args.name}")
+    return 0
+
+
+def cmd_incidents(settings: Settings, args: argparse.Namespace) -> int:
+    from services.incidents import IncidentStore
+
+    found = IncidentStore(_engine(settings)).list(include_resolved=args.all, limit=args.limit)
+    if args.json:
+        _print_json([inc.to_json() for inc in found])
+        return 0
+    if not found:
+        print("no open incidents" if not args.all else "no incidents")
+        return 0
+    rows = [("ID", "KIND", "SCHEDULE", "OPENED", "RESOLVED", "COUNT", "SUBJECT")]
+    for inc in found:
+        rows.append(
+            (
+                str(inc.id),
+                inc.kind,
+                inc.schedule,
+                iso(inc.opened_at) or "-",
+                iso(inc.resolved_at) or "open",
+                str(inc.count),
+                redact(inc.subject or ""),
+            )
+        )
+    _table(rows)
     return 0
 
 

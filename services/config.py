@@ -29,7 +29,13 @@ from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from services.durations import format_duration, parse_duration
 from services.errors import ConfigError, CronError, DurationError, Problem
-from services.spec import DEFAULT_MAX_BACKOFF, DEFAULT_MIN_BACKOFF, ScheduleSpec, TriggerKind
+from services.spec import (
+    DEFAULT_MAX_BACKOFF,
+    DEFAULT_MIN_BACKOFF,
+    AlertPolicy,
+    ScheduleSpec,
+    TriggerKind,
+)
 
 if TYPE_CHECKING:
     import dramatiq
@@ -57,6 +63,9 @@ DEFAULTABLE_KEYS: tuple[str, ...] = (
     "catchup_window",
     "jitter",
     "enabled",
+    "grace",
+    "on_lost",
+    "alerts",
 )
 #: Everything a schedule may contain.
 SCHEDULE_KEYS: tuple[str, ...] = (
@@ -70,6 +79,16 @@ SCHEDULE_KEYS: tuple[str, ...] = (
 )
 OVERLAP_CHOICES: tuple[str, ...] = ("allow", "skip")
 CATCHUP_CHOICES: tuple[str, ...] = ("all", "latest", "none")
+ON_LOST_CHOICES: tuple[str, ...] = ("resend", "abandon")
+#: Keys of a schedule's ``alerts:`` mapping (services.spec.AlertPolicy).
+ALERT_KEYS: tuple[str, ...] = (
+    "slack",
+    "webhook_env",
+    "sentry",
+    "checkin_margin",
+    "failure_threshold",
+)
+_ENV_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 #: Names become Sentry monitor slugs and CLI arguments, so keep them shell- and URL-safe.
 _NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
@@ -365,6 +384,52 @@ def _plain_mapping(node: MappingNode, what: str) -> dict[str, Any]:
     return out
 
 
+def _parse_alerts(node: Node) -> AlertPolicy:
+    """``alerts: {slack: false}`` or ``{webhook_env: TEAM_HOOK, checkin_margin: 5m}``."""
+    if not isinstance(node, MappingNode):
+        raise _Invalid(
+            f"alerts must be a mapping, e.g. {{slack: false}} or {{webhook_env: NAME}}, "
+            f"got {_show(node)}"
+        )
+    values: dict[str, Any] = {}
+    seen: dict[str, int] = {}
+    for key_node, value_node in node.value:
+        key = str(key_node.value) if isinstance(key_node, ScalarNode) else ""
+        if key not in ALERT_KEYS:
+            raise _Invalid(f"alerts: unknown key '{key}'{_hint(key, ALERT_KEYS)}", key_node)
+        if key in seen:
+            raise _Invalid(f"alerts: duplicate key '{key}' (first at line {seen[key]})", key_node)
+        seen[key] = _line(key_node)
+        try:
+            if key in ("slack", "sentry"):
+                values[key] = _parse_bool(f"alerts: {key}")(value_node)
+            elif key == "webhook_env":
+                name = _scalar(value_node)
+                if not isinstance(name, str) or not _ENV_NAME_RE.fullmatch(name):
+                    raise _Invalid(
+                        # The value is not echoed: it may be the webhook URL itself.
+                        "alerts: webhook_env must name an environment variable "
+                        "(like TEAM_SLACK_WEBHOOK); never put the webhook URL in this file",
+                        value_node,
+                    )
+                values[key] = name
+            elif key == "checkin_margin":
+                values[key] = _parse_duration(value_node)
+            else:
+                n = _scalar(value_node)
+                if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+                    raise _Invalid(
+                        f"alerts: failure_threshold must be a whole number of 1 or more, "
+                        f"got {_show(value_node)}",
+                        value_node,
+                    )
+                values[key] = n
+        except (DurationError, _Invalid) as exc:
+            message = exc.message if isinstance(exc, _Invalid) else str(exc)
+            raise _Invalid(_about(f"alerts: {key}", message), value_node) from None
+    return AlertPolicy(**values)
+
+
 #: key -> parser of its value. Keys in SCHEDULE_KEYS / DEFAULTABLE_KEYS must be here.
 _PARSERS: dict[str, Callable[[Node], Any]] = {
     "actor": _parse_actor,
@@ -387,6 +452,9 @@ _PARSERS: dict[str, Callable[[Node], Any]] = {
     "catchup_window": _parse_duration,
     "jitter": _parse_duration,
     "enabled": _parse_bool("enabled"),
+    "grace": _parse_duration,
+    "on_lost": _parse_choice("on_lost", ON_LOST_CHOICES),
+    "alerts": _parse_alerts,
 }
 
 

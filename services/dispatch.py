@@ -7,6 +7,7 @@ from datetime import timedelta
 
 import dramatiq
 
+from services import metrics
 from services.fence import Fence, Fire
 from services.redact import redact
 from services.timeutil import utcnow
@@ -26,6 +27,7 @@ class Dispatcher:
             for fire in batch:
                 self._enqueue(fire)
                 sent.append(fire.id)
+                metrics.record_enqueued(fire.message, fire.scheduled_for)
         except Exception as exc:
             logger.warning(
                 "broker unavailable: %d fire(s) left pending for re-send: %s",
@@ -44,7 +46,9 @@ class Dispatcher:
             logger.warning(
                 "re-sending %d fire(s) left pending", len(batch), extra={"action": "resend_pending"}
             )
-        return self.send(batch)
+        sent = self.send(batch)
+        metrics.record_resent(sent)
+        return sent
 
     def _enqueue(self, fire: Fire) -> None:
         m = fire.message

@@ -17,6 +17,7 @@ from typing import Any
 
 from sqlalchemy import Engine, and_, select, update
 
+from services import metrics
 from services.constants import FIRE_OPTION
 from services.db import upsert
 from services.models import fires
@@ -135,6 +136,7 @@ class Fence:
         )
         with self.engine.begin() as conn:
             rows = conn.execute(stmt).all()
+        metrics.record_claim(requests, rows)
         return [
             Fire(r.id, r.schedule, as_utc(r.scheduled_for), r.message_id, r.message)  # type: ignore[arg-type]
             for r in rows

@@ -16,6 +16,8 @@ import dramatiq
 from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
 from sqlalchemy import Engine
 
+from services import metrics
+from services.alerts import Alerter
 from services.dispatch import Dispatcher
 from services.fence import Fence
 from services.instances import InstanceRegistry
@@ -26,6 +28,7 @@ from services.settings import Settings
 from services.spec import ScheduleSpec
 from services.sync import sync_jobs, sync_schedule_rows
 from services.timeutil import utcnow
+from services.watchdog import Watchdog, WatchdogRunner
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -55,6 +58,13 @@ class SchedulerService:
         self.stopping = threading.Event()
         self.scheduler: FencedScheduler | None = None
         self.lease_changes = 0
+        # The watchdog runs on its own thread, only while this replica leads.
+        self.alerter = Alerter.from_settings(settings, specs, lambda: engine)
+        self.watchdog = WatchdogRunner(
+            Watchdog(engine, specs, self.alerter, settings), settings.watchdog_interval
+        )
+        #: monotonic time of the main loop's last pass, for /healthz.
+        self.last_loop = time.monotonic()
 
     @property
     def leading(self) -> bool:
@@ -70,7 +80,7 @@ class SchedulerService:
         next_renew = next_resend = next_beat = 0.0
         try:
             while not self.stopping.is_set():
-                now = time.monotonic()
+                now = self.last_loop = time.monotonic()
                 if self.leading:
                     if now >= next_renew:
                         next_renew = now + renew_every
@@ -84,6 +94,8 @@ class SchedulerService:
                             lambda: self.dispatcher.resend_pending(self.settings.resend_after),
                             "re-send pending fires",
                         )
+                    if self.leading:
+                        self.watchdog.kick(now, self.lease.valid)
                 elif self._safely(self.lease.acquire, "acquire lease"):
                     self.lead()
                     next_renew = time.monotonic() + renew_every
@@ -118,6 +130,7 @@ class SchedulerService:
             self.stopping.wait(1.0)  # let another replica try
             return
         self.scheduler = scheduler
+        metrics.record_leading(True)
         self._safely(lambda: self.registry.set_leader(utcnow()), "record leadership")
 
     def step_down(self, reason: str) -> None:
@@ -132,14 +145,30 @@ class SchedulerService:
         except Exception:
             logger.exception("error stopping APScheduler")
         self._safely(self.lease.release, "release lease")
+        metrics.record_leading(False)
         self._safely(lambda: self.registry.set_leader(None), "record step-down")
 
     def healthy(self, max_silence: float = 30.0) -> bool:
-        """Standbys are healthy; a leader only while its loop thread ticks."""
+        return self.health(max_silence)[0]
+
+    def health(self, max_silence: float = 30.0) -> tuple[bool, str]:
+        """For /healthz: the main loop ticks; a leader's APScheduler thread is alive and ticks.
+
+        APScheduler's thread can die (an exception escaping its loop) while the scheduler
+        still claims to run, so the thread itself is checked, not only its last tick.
+        """
+        now = time.monotonic()
+        if now - self.last_loop > max_silence:
+            return False, f"main loop silent for {now - self.last_loop:.0f}s"
         scheduler = self.scheduler
         if scheduler is None:
-            return True
-        return time.monotonic() - scheduler.last_tick < max_silence
+            return True, "standby"
+        thread = getattr(scheduler, "_thread", None)
+        if thread is not None and not thread.is_alive():
+            return False, "APScheduler thread is dead"
+        if now - scheduler.last_tick > max_silence:
+            return False, f"APScheduler loop silent for {now - scheduler.last_tick:.0f}s"
+        return True, "leading"
 
     @staticmethod
     def _safely(call: Callable[[], T], what: str) -> T | None:

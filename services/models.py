@@ -152,3 +152,36 @@ apscheduler_jobs = Table(
     Column("next_run_time", Float(25), index=True),
     Column("job_state", LargeBinary, nullable=False),
 )
+
+#: Kinds of incident the watchdog and the final-failure hook record (services/incidents.py).
+INCIDENT_KINDS = ("overdue", "stuck", "lost", "never_enqueued", "missed", "failed")
+
+#: One row per incident: opened once, repeats folded into it (count), resolved once.
+incidents = Table(
+    "cronwork_incidents",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("kind", String(24), nullable=False),
+    Column("schedule", String(64), nullable=False),
+    # The newest fire this incident covers: a repeat folds in only for a newer fire.
+    Column("fire_id", Id),
+    Column("subject", String(200)),  # what it is about, for people: "fire 12 attempt 2"
+    Column("opened_at", Tz, nullable=False),
+    Column("last_seen_at", Tz, nullable=False),
+    Column("resolved_at", Tz),
+    Column("count", Integer, nullable=False, server_default=text("1")),
+    Column("last_notified_at", Tz),  # NULL: the opening message is not delivered yet
+    Column("recovery_notified_at", Tz),
+    Column("details", Json, nullable=False),
+    Column("sentry_event_id", String(64)),
+    # At most one open incident per (kind, schedule): repeats fold into it.
+    Index(
+        "uq_cronwork_incidents_open",
+        "kind",
+        "schedule",
+        unique=True,
+        postgresql_where=text("resolved_at IS NULL"),
+        sqlite_where=text("resolved_at IS NULL"),
+    ),
+    Index("ix_cronwork_incidents_opened_at", "opened_at"),
+)

@@ -35,13 +35,28 @@ class Settings(BaseSettings):
     resend_after: float = Field(default=5.0, gt=0)
     #: Workers write a heartbeat this often; the watchdog reads it.
     heartbeat_interval: float = Field(default=5.0, gt=0)
+    #: Touched by every worker process each heartbeat; `cronwork worker --check` and the
+    #: worker's /healthz read its age. /tmp: writable under a read-only root filesystem.
+    heartbeat_file: Path = Path("/tmp/cronwork-worker.heartbeat")
+    #: /healthz, /readyz and /metrics; 0 turns the HTTP server off.
     http_port: int = Field(default=8080, ge=0, le=65535)
+    #: All interfaces by default: kubelet and Prometheus reach the pod by its IP.
+    http_host: str = "0.0.0.0"
     log_level: str = "INFO"
     log_format: str = "text"
     sentry_dsn: SecretStr | None = None
     sentry_environment: str | None = None
     sentry_release: str | None = None
     slack_webhook_url: SecretStr | None = None
+    #: Seconds between two watchdog passes on the lease holder (services/watchdog.py).
+    watchdog_interval: float = Field(default=30.0, gt=0)
+    #: Seconds between reminders while an incident stays open (repeats are folded).
+    alert_reminder: float = Field(default=3600.0, gt=0)
+    #: A running attempt whose worker has not heartbeaten for this long is lost;
+    #: unset means 3 x heartbeat_interval.
+    lost_after: float | None = Field(default=None, gt=0)
+    #: Fires still pending this many seconds after they were written are alerted.
+    never_enqueued_after: float = Field(default=60.0, gt=0)
 
     @property
     def embedded(self) -> bool:

@@ -17,13 +17,33 @@ from services.durations import format_duration
 TriggerKind = Literal["cron", "every", "at"]
 Overlap = Literal["allow", "skip"]
 Catchup = Literal["all", "latest", "none"]
+OnLost = Literal["resend", "abandon"]
 
 #: Default catch-up window for fires missed while no scheduler led.
 DEFAULT_CATCHUP_WINDOW = timedelta(hours=1)
+#: Added to max_runtime (or time_limit) for the overdue deadline when grace is unset.
+DEFAULT_GRACE = timedelta(minutes=5)
 #: Dramatiq's defaults, made explicit so they show in `cronwork status`.
 DEFAULT_MAX_RETRIES = 3
 DEFAULT_MIN_BACKOFF = timedelta(seconds=15)
 DEFAULT_MAX_BACKOFF = timedelta(hours=1)
+
+
+@dataclass(frozen=True)
+class AlertPolicy:
+    """The ``alerts:`` key of a schedule: where its alerts go (services/alerts)."""
+
+    #: False mutes Slack for this schedule (incidents are still recorded).
+    slack: bool = True
+    #: Name of an environment variable holding this schedule's own webhook URL
+    #: (the URL itself never goes into schedules.yaml).
+    webhook_env: str | None = None
+    #: False: no Sentry Crons monitor for this schedule.
+    sentry: bool = True
+    #: Sentry Crons check-in margin (how late the first check-in may be).
+    checkin_margin: timedelta | None = None
+    #: Consecutive failed check-ins before Sentry opens an issue.
+    failure_threshold: int = 1
 
 
 @dataclass(frozen=True)
@@ -50,6 +70,12 @@ class ScheduleSpec:
     overlap: Overlap = "allow"
     catchup: Catchup = "latest"
     catchup_window: timedelta = DEFAULT_CATCHUP_WINDOW
+    #: Overdue when the last expected fire has no final outcome this long after its time;
+    #: None: max_runtime (else time_limit) plus DEFAULT_GRACE.
+    grace: timedelta | None = None
+    #: What the watchdog does with a fire whose worker died mid-attempt.
+    on_lost: OnLost = "resend"
+    alerts: AlertPolicy = field(default_factory=AlertPolicy)
     #: Where the schedule was declared, for error messages; not part of its identity.
     file: str = field(default="schedules.yaml", compare=False)
     line: int = field(default=0, compare=False)
@@ -64,12 +90,23 @@ class ScheduleSpec:
         assert self.at is not None
         return f"at {self.at.isoformat()}"
 
+    def overdue_grace(self) -> timedelta:
+        """How long after a fire's time its outcome may take before it is overdue."""
+        if self.grace is not None:
+            return self.grace
+        return (self.max_runtime or self.time_limit or timedelta(0)) + DEFAULT_GRACE
+
     def to_json(self) -> dict[str, Any]:
         """A JSON-safe dict of everything that defines the schedule (not file/line)."""
         out: dict[str, Any] = {}
         for key, value in asdict(self).items():
             if key in ("file", "line"):
                 continue
+            if isinstance(value, dict):  # alerts (asdict recursed into it)
+                value = {
+                    k: v.total_seconds() if isinstance(v, timedelta) else v
+                    for k, v in value.items()
+                }
             if isinstance(value, timedelta):
                 value = value.total_seconds()
             elif isinstance(value, datetime):

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
+from services.alerts.hook import install as install_alerts
+from services.alerts.sentry import init_sentry
 from services.broker import make_broker
 from services.logs import configure_logging
 from services.runtime import engine_for, load_schedule_file, prepare_broker
@@ -15,14 +16,23 @@ def setup() -> None:
     """Build the tracking broker from CRONWORK_* and import the actors (Dramatiq calls this)."""
     settings = Settings()
     configure_logging(settings)
+    init_sentry(settings, dramatiq=True)  # before the broker: it patches Broker.__init__
     instance_id = settings.instance_id
     if int(os.environ.get("CRONWORK_WORKER_PROCESSES", "1")) > 1:
         instance_id = f"{instance_id}-{os.getpid()}"  # one id per worker process
-    heartbeat = os.environ.get("CRONWORK_HEARTBEAT_FILE")
     broker = make_broker(
         settings,
         engine_factory=lambda: engine_for(settings, pool_size=8),
         instance_id=instance_id,
-        heartbeat_file=Path(heartbeat) if heartbeat else None,
+        # The same setting `cronwork worker --check` and the worker's /healthz read.
+        heartbeat_file=settings.heartbeat_file,
     )
-    prepare_broker(settings, load_schedule_file(settings), broker)
+    schedule_file = load_schedule_file(settings)
+    prepare_broker(settings, schedule_file, broker)
+    install_alerts(
+        broker,
+        settings,
+        schedule_file.schedules,
+        lambda: engine_for(settings, pool_size=2),
+        instance_id,
+    )

@@ -53,6 +53,7 @@ class WorkerHeartbeat(Middleware):
                 logger.warning("could not mark worker %s stopped", self.instance_id)
 
     def _run(self) -> None:
+        self.beat()  # at once: `cronwork worker --check` passes as soon as the worker is up
         while not self._stop.wait(self.interval):
             self.beat()
 

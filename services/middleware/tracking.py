@@ -23,6 +23,7 @@ from dramatiq.middleware import Middleware, SkipMessage
 from dramatiq.middleware.time_limit import TimeLimitExceeded
 from sqlalchemy import Connection, Engine, and_, func, select, update
 
+from services import metrics
 from services.constants import FIRE_OPTION
 from services.context import FireInfo, _set_current
 from services.db import is_postgres, upsert
@@ -99,6 +100,7 @@ class Tracking(Middleware):
                 skip_reason,
                 extra={"action": "fire_skipped", "schedule": att.schedule},
             )
+            metrics.record_attempt(att.schedule, "skipped", None)
             raise SkipMessage(skip_reason)
         self._local.attempt = att
         _set_current(
@@ -257,6 +259,8 @@ class Tracking(Middleware):
     ) -> None:
         finished = utcnow()
         duration_ms = int((time.monotonic() - att.started_mono) * 1000)
+        # Before the writes: the attempt happened even if recording it fails below.
+        metrics.record_attempt(att.schedule, status, duration_ms / 1000)
         error_type = error_message = None
         if exception is not None:
             error_type = type(exception).__name__

@@ -1,0 +1,169 @@
+"""A burst: N schedules all due in the same second.
+
+cronwork (fence row per fire, then advance the job, then send) against a
+baseline measured in the same run: stock APScheduler 3 on the same kind of
+jobstore whose jobs just send the Dramatiq message (what a cron library inside
+an app server does, with no fence and no record).
+
+Figures: seconds from the due instant until the last message is in Redis (the
+lag of the slowest fire), fires per second, and the ratio to the baseline.
+"""
+
+from __future__ import annotations
+
+import argparse
+import threading
+import time
+from datetime import UTC, datetime, timedelta
+
+import dramatiq
+from apscheduler.executors.pool import ThreadPoolExecutor
+from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
+from apscheduler.schedulers.background import BackgroundScheduler
+from apscheduler.triggers.interval import IntervalTrigger
+from sqlalchemy import func, select
+
+from bench._support import REDIS_SERVER, database, redis_prefix, table
+from services.db import make_engine
+from services.dispatch import Dispatcher
+from services.fence import Fence
+from services.models import fires
+from services.scheduler import FencedScheduler, FireHandler
+from services.settings import Settings
+from services.spec import ScheduleSpec
+from services.sync import sync_jobs
+
+#: Seconds between setting up the jobs and the instant they all come due.
+LEAD_SECONDS = 5.0
+
+
+def _due_instant(setup_estimate: float) -> datetime:
+    at = datetime.now(UTC) + timedelta(seconds=setup_estimate + LEAD_SECONDS)
+    return at.replace(microsecond=0)
+
+
+def run_cronwork(n: int, due: datetime) -> tuple[float, float]:
+    """Return (sync seconds, lag of the last fire in seconds)."""
+    from services.broker import make_broker
+
+    with database() as url, redis_prefix() as prefix:
+        engine = make_engine(url, pool_size=4)
+        settings = Settings(redis_url=REDIS_SERVER, redis_prefix=prefix)  # type: ignore[arg-type]
+        broker = make_broker(settings)
+        broker.declare_queue("default")
+        specs = {
+            f"s{i:05d}": ScheduleSpec(
+                name=f"s{i:05d}", actor="noop", trigger="every", every=timedelta(hours=1), start=due
+            )
+            for i in range(n)
+        }
+        fence = Fence(engine, "bench")
+        handler = FireHandler(engine, fence, Dispatcher(broker, fence), specs)
+        scheduler = FencedScheduler(handler, may_fire=lambda: True)
+        scheduler.add_jobstore(SQLAlchemyJobStore(engine=engine), "default")
+        scheduler.start(paused=True)
+        started = time.perf_counter()
+        sync_jobs(scheduler, specs)
+        sync_seconds = time.perf_counter() - started
+        if datetime.now(UTC) >= due:
+            raise SystemExit(f"setup took too long ({sync_seconds:.1f}s); raise LEAD_SECONDS")
+        scheduler.resume()
+        with engine.connect() as conn:
+            while True:
+                done = conn.execute(
+                    select(func.count()).where(fires.c.status == "enqueued")
+                ).scalar_one()
+                if done >= n:
+                    lag = (datetime.now(UTC) - due).total_seconds()
+                    break
+                time.sleep(0.01)
+                conn.rollback()
+        scheduler.shutdown(wait=True)
+        broker.close()
+        engine.dispose()
+    return sync_seconds, lag
+
+
+_sent = 0
+_sent_lock = threading.Lock()
+_baseline_actor: dramatiq.Actor | None = None  # type: ignore[type-arg]
+
+
+def _send_job() -> None:
+    global _sent
+    assert _baseline_actor is not None
+    _baseline_actor.send()
+    with _sent_lock:
+        _sent += 1
+
+
+def run_baseline(n: int, due: datetime) -> tuple[float, float]:
+    """Stock APScheduler: misfire grace None so nothing is dropped; jobs send directly."""
+    global _baseline_actor, _sent
+    from dramatiq.brokers.redis import RedisBroker
+
+    with database() as url, redis_prefix() as prefix:
+        engine = make_engine(url, pool_size=4)
+        broker = RedisBroker(url=REDIS_SERVER, namespace=f"{prefix}-dramatiq")
+        _baseline_actor = dramatiq.actor(lambda: None, actor_name="noop", broker=broker)
+        _sent = 0
+        scheduler = BackgroundScheduler(
+            timezone=UTC,
+            executors={"default": ThreadPoolExecutor(20)},
+            job_defaults={"misfire_grace_time": None, "coalesce": False},
+        )
+        scheduler.add_jobstore(SQLAlchemyJobStore(engine=engine), "default")
+        scheduler.start(paused=True)
+        started = time.perf_counter()
+        for i in range(n):
+            scheduler.add_job(
+                _send_job,
+                IntervalTrigger(hours=1, start_date=due),
+                id=f"s{i:05d}",
+            )
+        sync_seconds = time.perf_counter() - started
+        scheduler.resume()
+        while True:
+            with _sent_lock:
+                if _sent >= n:
+                    lag = (datetime.now(UTC) - due).total_seconds()
+                    break
+            time.sleep(0.01)
+        scheduler.shutdown(wait=True)
+        broker.close()
+        engine.dispose()
+    return sync_seconds, lag
+
+
+def main(argv: list[str] | None = None) -> str:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--schedules", type=int, default=2000)
+    args = parser.parse_args(argv)
+    n = args.schedules
+    estimate = n / 400  # rough seconds to add n jobs, so they come due after setup
+    base_sync, base_lag = run_baseline(n, _due_instant(estimate))
+    cw_sync, cw_lag = run_cronwork(n, _due_instant(estimate))
+    rows = [
+        ("burst", "schedules", "add/sync s", "last fire lag s", "fires/s", "ratio (lag)"),
+        (
+            "baseline: stock APScheduler, no fence",
+            str(n),
+            f"{base_sync:.2f}",
+            f"{base_lag:.2f}",
+            f"{n / base_lag:.0f}",
+            "1.00",
+        ),
+        (
+            "cronwork: fence + record + send",
+            str(n),
+            f"{cw_sync:.2f}",
+            f"{cw_lag:.2f}",
+            f"{n / cw_lag:.0f}",
+            f"{cw_lag / base_lag:.2f}",
+        ),
+    ]
+    return table(rows)
+
+
+if __name__ == "__main__":
+    print(main())
