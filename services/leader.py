@@ -88,6 +88,10 @@ class SchedulerService:
                             self.step_down("lease lost")
                     if self.leading and not self.lease.valid():
                         self.step_down("lease expired before it could be renewed")
+                    if self.leading and not self._firing_thread_alive():
+                        # Holding the lease with a dead loop would stop all firing until a
+                        # liveness probe restarts us (and compose never does): hand over.
+                        self.step_down("APScheduler's thread died")
                     if self.leading and now >= next_resend:
                         next_resend = now + RESEND_EVERY_SECONDS
                         self._safely(
@@ -147,6 +151,10 @@ class SchedulerService:
         self._safely(self.lease.release, "release lease")
         metrics.record_leading(False)
         self._safely(lambda: self.registry.set_leader(None), "record step-down")
+
+    def _firing_thread_alive(self) -> bool:
+        thread = getattr(self.scheduler, "_thread", None)
+        return thread is None or thread.is_alive()
 
     def healthy(self, max_silence: float = 30.0) -> bool:
         return self.health(max_silence)[0]

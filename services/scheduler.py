@@ -11,15 +11,18 @@ and wake-up loop and replaces only that one method.
 from __future__ import annotations
 
 import logging
+import pickle
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 from apscheduler.job import Job
 from apscheduler.jobstores.base import BaseJobStore
+from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.schedulers.base import STATE_RUNNING
-from sqlalchemy import Engine, select
+from apscheduler.util import datetime_to_utc_timestamp
+from sqlalchemy import Engine, bindparam, select
 
 from services.catchup import plan_fires
 from services.constants import ON_TIME_GRACE_SECONDS
@@ -35,6 +38,8 @@ logger = logging.getLogger(__name__)
 MAX_WAIT_SECONDS = 1.0
 #: Wait after a database error before trying again (nothing advanced meanwhile).
 RETRY_SECONDS = 1.0
+#: Fence rows written per INSERT statement.
+CLAIM_CHUNK = 500
 
 
 def job_placeholder(**_: object) -> None:
@@ -63,12 +68,12 @@ class FireHandler:
             rows = conn.execute(select(schedules.c.name).where(schedules.c.paused.is_(True)))
             self.paused = {r.name for r in rows}
 
-    def handle(self, job: Job, now: datetime) -> datetime | None:
-        """Fence the job's due fires; return its next run time (None: remove the job)."""
+    def plan(self, job: Job, now: datetime) -> tuple[datetime | None, list[FireRequest]]:
+        """The job's next run time (None: remove it) and the fence rows for its due fires."""
         spec = self.specs.get(job.id)
         if spec is None:
             logger.warning("job %s has no schedule any more; removing it", job.id)
-            return None
+            return None, []
         grace = timedelta(seconds=ON_TIME_GRACE_SECONDS)
         plan = plan_fires(
             job.trigger,
@@ -79,7 +84,7 @@ class FireHandler:
             grace=grace,
         )
         if spec.name in self.paused:
-            return plan.next_run_time  # paused: time moves on, nothing fires
+            return plan.next_run_time, []  # paused: time moves on, nothing fires
         reqs: list[FireRequest] = [request(spec, t, kind) for t, kind in plan.fire]
         reqs += [request(spec, t, "catchup", "skipped") for t in plan.skipped]
         reqs += [request(spec, t, "scheduled", "missed") for t in plan.missed]
@@ -96,8 +101,12 @@ class FireHandler:
                 else "",
                 extra={"action": "fires_missed", "schedule": spec.name},
             )
-        self.won.extend(self.fence.claim(reqs))
-        return plan.next_run_time
+        return plan.next_run_time, reqs
+
+    def claim(self, reqs: list[FireRequest]) -> None:
+        """Write the fence rows, in chunks; keep the won ones for ``flush``."""
+        for start in range(0, len(reqs), CLAIM_CHUNK):
+            self.won.extend(self.fence.claim(reqs[start : start + CLAIM_CHUNK]))
 
     def flush(self) -> None:
         """Send what this tick won."""
@@ -146,18 +155,21 @@ class FencedScheduler(BackgroundScheduler):
         if due:
             self.handler.refresh_paused()
         try:
+            # Three phases, each one round trip however many jobs are due (a burst of
+            # thousands in one second): plan, fence every fire, then advance every job.
+            # Fence first, then advance: a crash in between re-fences the same times,
+            # which the unique rows turn into no-ops; nothing advances unfenced.
+            advances: list[tuple[Job, datetime | None]] = []
+            reqs: list[FireRequest] = []
             for job in due:
-                if not self.may_fire():
-                    logger.warning("lease lost; stopping before %s", job.id)
-                    break
-                # Fence first, then advance: a crash in between re-fences the same
-                # times, which the unique row turns into no-ops.
-                next_run = self.handler.handle(job, now)
-                if next_run is None:
-                    jobstore.remove_job(job.id)
-                else:
-                    job._modify(next_run_time=next_run)
-                    jobstore.update_job(job)
+                next_run, job_reqs = self.handler.plan(job, now)
+                advances.append((job, next_run))
+                reqs += job_reqs
+            if not self.may_fire():
+                logger.warning("lease lost; not firing %d due job(s)", len(due))
+                return MAX_WAIT_SECONDS
+            self.handler.claim(reqs)
+            _advance(jobstore, advances)
         finally:
             self.handler.flush()
         next_time = jobstore.get_next_run_time()
@@ -165,3 +177,46 @@ class FencedScheduler(BackgroundScheduler):
             return MAX_WAIT_SECONDS
         wait = (next_time - datetime.now(UTC)).total_seconds()
         return min(max(wait, 0.0), MAX_WAIT_SECONDS)
+
+
+def _advance(jobstore: BaseJobStore, advances: list[tuple[Job, datetime | None]]) -> None:
+    """Move every job to its next run time (or remove it) in one transaction.
+
+    APScheduler's ``update_job`` commits one job at a time; for a burst that is one
+    round trip per job. This writes the same columns the same way (its ``jobs_t``
+    table, ``pickle_protocol`` and ``engine`` are public attributes of
+    SQLAlchemyJobStore), batched.
+    """
+    if not isinstance(jobstore, SQLAlchemyJobStore):  # other stores: one by one
+        for job, next_run in advances:
+            if next_run is None:
+                jobstore.remove_job(job.id)
+            else:
+                job._modify(next_run_time=next_run)
+                jobstore.update_job(job)
+        return
+    table = jobstore.jobs_t
+    updates = []
+    removals = []
+    for job, next_run in advances:
+        if next_run is None:
+            removals.append(job.id)
+            continue
+        job._modify(next_run_time=next_run)
+        updates.append(
+            {
+                "job_id": job.id,
+                "next": datetime_to_utc_timestamp(next_run),
+                "state": pickle.dumps(job.__getstate__(), jobstore.pickle_protocol),
+            }
+        )
+    with jobstore.engine.begin() as conn:
+        if updates:
+            conn.execute(
+                table.update()
+                .where(table.c.id == bindparam("job_id"))
+                .values(next_run_time=bindparam("next"), job_state=bindparam("state")),
+                updates,
+            )
+        if removals:
+            conn.execute(table.delete().where(table.c.id.in_(removals)))

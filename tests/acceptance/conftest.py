@@ -86,8 +86,10 @@ class Cronwork:
     def stop(
         self, proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM, timeout: float = 30
     ) -> None:
+        """Signal the main process only, as Kubernetes does: Dramatiq forwards SIGTERM to
+        its worker processes itself, and a second one would kill them mid-job."""
         if proc.poll() is None:
-            os.killpg(proc.pid, sig)
+            proc.send_signal(sig)
             try:
                 proc.wait(timeout)
             except subprocess.TimeoutExpired:

@@ -56,7 +56,11 @@ def test_up_with_the_shipped_schedules_shows_succeeded_fires(
             )
 
         # The shipped heartbeat runs every 15 s: a new user sees a success within a minute.
-        wait_for(heartbeat_succeeded, 60, "the heartbeat schedule to succeed", every=1)
+        try:
+            wait_for(heartbeat_succeeded, 60, "the heartbeat schedule to succeed", every=1)
+        except AssertionError as exc:
+            log.flush()
+            raise AssertionError(f"{exc}\n{(tmp_path / 'up.log').read_text()[-3000:]}") from None
         status = cli(tmp_path, embedded_env, "status", "--json")
         data = json.loads(status.stdout)
         assert data["leader"] is not None
