@@ -14,7 +14,7 @@ test: $(VENV)/.installed-dev
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy services actors
+	$(BIN)/mypy services actors bench
 
 check: $(VENV)/.installed
 	$(BIN)/cronwork check

@@ -86,7 +86,7 @@ def run_cronwork(n: int, due: datetime) -> tuple[float, float]:
 
 _sent = 0
 _sent_lock = threading.Lock()
-_baseline_actor: dramatiq.Actor | None = None  # type: ignore[type-arg]
+_baseline_actor: dramatiq.Actor | None = None
 
 
 def _send_job() -> None:
@@ -105,7 +105,7 @@ def run_baseline(n: int, due: datetime) -> tuple[float, float]:
     with database() as url, redis_prefix() as prefix:
         engine = make_engine(url, pool_size=4)
         broker = RedisBroker(url=REDIS_SERVER, namespace=f"{prefix}-dramatiq")
-        _baseline_actor = dramatiq.actor(lambda: None, actor_name="noop", broker=broker)
+        _baseline_actor = dramatiq.actor(actor_name="noop", broker=broker)(lambda: None)
         _sent = 0
         scheduler = BackgroundScheduler(
             timezone=UTC,

@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 from alembic import context
-from sqlalchemy import engine_from_config, pool
+from sqlalchemy import engine_from_config, pool, text
 
 from services.models import metadata
 
@@ -26,6 +26,11 @@ def run_migrations_online() -> None:
         poolclass=pool.NullPool,
     )
     with connectable.connect() as connection:
+        if connection.dialect.name == "postgresql":
+            # Two `cronwork migrate` (or `up`) started together must not both upgrade:
+            # the second waits here, then finds nothing left to do. Released on close.
+            connection.execute(text("SELECT pg_advisory_lock(7220417)"))
+            connection.commit()
         context.configure(
             connection=connection,
             target_metadata=metadata,

@@ -19,18 +19,22 @@ logger = logging.getLogger(__name__)
 
 
 class SchemaMissing(CronworkError):
-    """The database has no cronwork tables: run `cronwork migrate` first."""
+    """The database has no cronwork tables: run `cronwork migrate` (or `cronwork up`) first."""
 
 
-def engine_for(settings: Settings, *, pool_size: int = 5) -> Engine:
+def engine_for(settings: Settings, *, pool_size: int = 5, pre_ping: bool = True) -> Engine:
     if settings.database_url is None:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
-    return make_engine(settings.database_url_value(), pool_size=pool_size)
+    return make_engine(settings.database_url_value(), pool_size=pool_size, pre_ping=pre_ping)
 
 
 def ensure_schema(settings: Settings, engine: Engine, *, migrate: bool) -> None:
-    """Embedded mode (and ``up``) migrate on their own; other processes refuse a bare database."""
-    if migrate or settings.database_url is None:
+    """``migrate``/``up`` upgrade the schema; other commands refuse a database without it.
+
+    Only those two migrate: a ``cronwork status`` run while ``cronwork up`` starts would
+    otherwise race it through the same migration on the embedded SQLite file.
+    """
+    if migrate:
         from services.migrate import upgrade  # Alembic only where it runs
 
         upgrade(settings.database_url_value())

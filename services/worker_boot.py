@@ -22,7 +22,7 @@ def setup() -> None:
         instance_id = f"{instance_id}-{os.getpid()}"  # one id per worker process
     broker = make_broker(
         settings,
-        engine_factory=lambda: engine_for(settings, pool_size=8),
+        engine_factory=lambda: engine_for(settings, pool_size=8, pre_ping=False),
         instance_id=instance_id,
         # The same setting `cronwork worker --check` and the worker's /healthz read.
         heartbeat_file=settings.heartbeat_file,

@@ -1,0 +1,13 @@
+"""``make bench``: every benchmark, each against its own same-run baseline."""
+
+from __future__ import annotations
+
+import logging
+
+from bench import burst, tracking
+
+logging.basicConfig(level=logging.WARNING)
+
+print(burst.main([]))
+print()
+print(tracking.main([]))
