@@ -10,6 +10,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from datetime import timedelta
 from typing import TypeVar
 
 import dramatiq
@@ -23,6 +24,7 @@ from services.fence import Fence
 from services.instances import InstanceRegistry
 from services.lease import Lease
 from services.redact import redact
+from services.retention import prune
 from services.scheduler import FencedScheduler, FireHandler
 from services.settings import Settings
 from services.spec import ScheduleSpec
@@ -37,6 +39,8 @@ T = TypeVar("T")
 STANDBY_POLL_SECONDS = 0.25
 #: How often the leader re-sends rows left pending.
 RESEND_EVERY_SECONDS = 1.0
+#: How often the leader trims history older than the retention period.
+PRUNE_EVERY_SECONDS = 600.0
 
 
 class SchedulerService:
@@ -78,6 +82,7 @@ class SchedulerService:
         self._safely(self.registry.register, "register instance")
         renew_every = self.settings.lease_ttl / 3
         next_renew = next_resend = next_beat = 0.0
+        next_prune = time.monotonic() + 60.0  # not in the busy first minute of a leader
         try:
             while not self.stopping.is_set():
                 now = self.last_loop = time.monotonic()
@@ -100,6 +105,9 @@ class SchedulerService:
                         )
                     if self.leading:
                         self.watchdog.kick(now, self.lease.valid)
+                    if self.leading and now >= next_prune and self.settings.retention_days:
+                        next_prune = now + PRUNE_EVERY_SECONDS
+                        self._safely(self.prune_history, "prune history")
                 elif self._safely(self.lease.acquire, "acquire lease"):
                     self.lead()
                     next_renew = time.monotonic() + renew_every
@@ -110,6 +118,10 @@ class SchedulerService:
         finally:
             self.step_down("shutting down")
             self._safely(self.registry.stop, "mark instance stopped")
+
+    def prune_history(self) -> int:
+        before = utcnow() - timedelta(days=self.settings.retention_days)
+        return prune(self.engine, before)
 
     def lead(self) -> None:
         logger.info(
@@ -125,6 +137,8 @@ class SchedulerService:
             sync_schedule_rows(self.engine, self.specs)
             scheduler.start(paused=True)
             sync_jobs(scheduler, self.specs)
+            if not self.lease.valid():
+                raise RuntimeError("the lease expired while syncing schedules")
             scheduler.resume()
         except Exception as exc:
             logger.error("could not start leading: %s", redact(str(exc)), exc_info=True)

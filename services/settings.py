@@ -49,6 +49,8 @@ class Settings(BaseSettings):
     sentry_release: str | None = None
     slack_webhook_url: SecretStr | None = None
     #: Seconds between two watchdog passes on the lease holder (services/watchdog.py).
+    #: Days of fire and attempt history kept; 0 keeps everything.
+    retention_days: float = Field(default=30.0, ge=0)
     watchdog_interval: float = Field(default=30.0, gt=0)
     #: Seconds between reminders while an incident stays open (repeats are folded).
     alert_reminder: float = Field(default=3600.0, gt=0)
