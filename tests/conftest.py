@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 
 import psycopg2
 import pytest
@@ -63,33 +64,36 @@ def pg_template() -> Iterator[str]:
     admin.close()
 
 
+@contextmanager
+def scratch_database(prefix: str, template: str | None = None) -> Iterator[str]:
+    """A database of this test's own (a clone of ``template`` if given), dropped after."""
+    admin = _pg_admin()
+    require(admin is not None, f"PostgreSQL at {PG_SERVER}")
+    assert admin is not None
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
+    clone = f' TEMPLATE "{template}"' if template else ""
+    with admin.cursor() as cur:
+        cur.execute(f'CREATE DATABASE "{name}"{clone}')
+    try:
+        yield sa_url(name)
+    finally:
+        with admin.cursor() as cur:
+            cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.close()
+
+
 @pytest.fixture
 def pg_url(pg_template: str) -> Iterator[str]:
     """A fresh, migrated database for this test (cloned from the template)."""
-    admin = _pg_admin()
-    assert admin is not None
-    name = f"cw_{uuid.uuid4().hex[:12]}"
-    with admin.cursor() as cur:
-        cur.execute(f'CREATE DATABASE "{name}" TEMPLATE "{pg_template}"')
-    yield sa_url(name)
-    with admin.cursor() as cur:
-        cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    admin.close()
+    with scratch_database("cw", pg_template) as url:
+        yield url
 
 
 @pytest.fixture
 def empty_pg_url() -> Iterator[str]:
     """A database with no schema at all (for migration tests)."""
-    admin = _pg_admin()
-    require(admin is not None, f"PostgreSQL at {PG_SERVER}")
-    assert admin is not None
-    name = f"cw_empty_{uuid.uuid4().hex[:10]}"
-    with admin.cursor() as cur:
-        cur.execute(f'CREATE DATABASE "{name}"')
-    yield sa_url(name)
-    with admin.cursor() as cur:
-        cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    admin.close()
+    with scratch_database("cw_empty") as url:
+        yield url
 
 
 @pytest.fixture

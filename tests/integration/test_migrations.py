@@ -7,7 +7,6 @@ from one made by ``metadata.create_all`` (procrastinate's check).
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,7 +18,7 @@ from sqlalchemy import Engine, create_engine, inspect, text
 
 from services.migrate import downgrade, upgrade
 from services.models import metadata
-from tests.conftest import _pg_admin, require, sa_url
+from tests.conftest import scratch_database
 
 pytestmark = pytest.mark.integration
 
@@ -29,16 +28,8 @@ CRONWORK_TABLES = set(metadata.tables)
 @pytest.fixture
 def other_empty_pg_url() -> Iterator[str]:
     """A second empty database, for schema built by create_all."""
-    admin = _pg_admin()
-    require(admin is not None, "PostgreSQL")
-    assert admin is not None
-    name = f"cw_empty_{uuid.uuid4().hex[:10]}"
-    with admin.cursor() as cur:
-        cur.execute(f'CREATE DATABASE "{name}"')
-    yield sa_url(name)
-    with admin.cursor() as cur:
-        cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    admin.close()
+    with scratch_database("cw_empty") as url:
+        yield url
 
 
 def engine_for(url: str) -> Iterator[Engine]:
