@@ -68,8 +68,11 @@ def run_cronwork(n: int, due: datetime) -> tuple[float, float]:
         if datetime.now(UTC) >= due:
             raise SystemExit(f"setup took too long ({sync_seconds:.1f}s); raise LEAD_SECONDS")
         scheduler.resume()
+        deadline = time.monotonic() + 60 + n / 50
         with engine.connect() as conn:
             while True:
+                if time.monotonic() > deadline:
+                    raise SystemExit(f"cronwork: not all {n} fires enqueued before the deadline")
                 done = conn.execute(
                     select(func.count()).where(fires.c.status == "enqueued")
                 ).scalar_one()
@@ -122,12 +125,17 @@ def run_baseline(n: int, due: datetime) -> tuple[float, float]:
                 id=f"s{i:05d}",
             )
         sync_seconds = time.perf_counter() - started
+        if datetime.now(UTC) >= due:
+            raise SystemExit(f"setup took too long ({sync_seconds:.1f}s); raise LEAD_SECONDS")
         scheduler.resume()
+        deadline = time.monotonic() + 60 + n / 50
         while True:
             with _sent_lock:
                 if _sent >= n:
                     lag = (datetime.now(UTC) - due).total_seconds()
                     break
+            if time.monotonic() > deadline:
+                raise SystemExit(f"baseline: only {_sent} of {n} jobs ran before the deadline")
             time.sleep(0.01)
         scheduler.shutdown(wait=True)
         broker.close()
@@ -140,7 +148,7 @@ def main(argv: list[str] | None = None) -> str:
     parser.add_argument("--schedules", type=int, default=2000)
     args = parser.parse_args(argv)
     n = args.schedules
-    estimate = n / 400  # rough seconds to add n jobs, so they come due after setup
+    estimate = n / 150  # rough seconds to add n jobs, so they come due after setup
     base_sync, base_lag = run_baseline(n, _due_instant(estimate))
     cw_sync, cw_lag = run_cronwork(n, _due_instant(estimate))
     rows = [

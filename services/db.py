@@ -27,6 +27,9 @@ def make_engine(url: str, *, pool_size: int = 5, pre_ping: bool = True) -> Engin
         pool_size=pool_size,
         max_overflow=pool_size * 2,
         pool_pre_ping=pre_ping,
+        # executemany of UPDATEs (a burst advancing thousands of jobs) in pages, not
+        # one round trip per row.
+        executemany_mode="values_plus_batch",
         pool_recycle=1800,
         # A statement stuck behind a lock must not wedge the scheduler's loop.
         connect_args={"connect_timeout": 5, "options": "-c lock_timeout=10000"},

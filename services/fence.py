@@ -121,9 +121,11 @@ class Fence:
             }
             for r in requests
         ]
+        # One statement with many parameter sets (SQLAlchemy's "insertmanyvalues"): compiled
+        # once and cached, sent as multi-row INSERTs; a literal multi-VALUES statement
+        # would be compiled anew for every batch, which cost more than running it.
         stmt = (
             upsert(self.engine, fires.name)
-            .values(values)
             .on_conflict_do_nothing(index_elements=["schedule", "scheduled_for"])
             .returning(
                 fires.c.id,
@@ -135,7 +137,7 @@ class Fence:
             )
         )
         with self.engine.begin() as conn:
-            rows = conn.execute(stmt).all()
+            rows = conn.execute(stmt, values).all()
         metrics.record_claim(requests, rows)
         return [
             Fire(r.id, r.schedule, as_utc(r.scheduled_for), r.message_id, r.message)  # type: ignore[arg-type]
