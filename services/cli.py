@@ -274,7 +274,11 @@ def cmd_up(settings: Settings, args: argparse.Namespace) -> int:
     service = _scheduler_service(settings, broker, schedule_file.schedules, engine)
     worker = dramatiq.Worker(broker, worker_threads=args.threads)
     _on_signals(service.stop)
-    serve_health(settings, live=service.health)
+    try:
+        serve_health(settings, live=service.health)
+    except CronworkError as exc:
+        # On a laptop a busy port (8080 is popular) must not stop `make run`.
+        logger.warning("%s; running without health endpoints", exc)
     # Dramatiq's own CLI sends this; it starts the TimeLimit thread among others.
     broker.emit_after("process_boot")
     worker.start()

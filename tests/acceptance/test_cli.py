@@ -7,7 +7,11 @@ import signal
 import time
 from datetime import UTC, datetime
 
+import redis
+
+from services.constants import LEASE_KEY
 from tests.acceptance.conftest import Cronwork, wait_for
+from tests.conftest import REDIS_SERVER
 
 GOOD = """
     imports: [acceptance_actors]
@@ -153,3 +157,49 @@ def test_run_pause_resume_status_history(cronwork: Cronwork) -> None:
     cronwork.stop(scheduler, signal.SIGTERM)
     table = cronwork.run("status")
     assert table.returncode == 0 and "ticker" in table.stdout and "every 1s" in table.stdout
+
+
+def test_up_with_urls_uses_postgres_and_redis(cronwork: Cronwork, redis_prefix: str) -> None:
+    cronwork.write_schedules(GOOD)
+    up = cronwork.start("up", name="laptop")
+
+    def succeeded() -> int:
+        out = cronwork.run("history", "--schedule", "ticker", "--json")
+        return sum(1 for f in json.loads(out.stdout or "[]") if f["status"] == "succeeded")
+
+    wait_for(succeeded, 30, "a fire to succeed through Postgres and Redis")
+    client = redis.Redis.from_url(REDIS_SERVER)
+    holder = json.loads(client.get(f"{redis_prefix}:{LEASE_KEY}") or "{}")
+    assert holder.get("instance_id") == "laptop"
+    cronwork.stop(up)
+    assert up.returncode == 0
+    log = cronwork.log("laptop")
+    assert "single instance only" not in log
+    assert client.get(f"{redis_prefix}:{LEASE_KEY}") is None  # released on SIGTERM
+
+
+def test_next_follows_cron_through_daylight_saving(cronwork: Cronwork) -> None:
+    cronwork.write_schedules(
+        """
+        imports: [acceptance_actors]
+        schedules:
+          nightly:
+            actor: tick
+            cron: "30 2 * * *"
+            timezone: Europe/Berlin
+        """
+    )
+    spring = cronwork.run("next", "nightly", "-n", "3", "--after", "2026-03-28T00:00:00Z", "--json")
+    # 29 March: 02:30 does not exist in Berlin; it runs once, at the change (03:00 CEST).
+    assert json.loads(spring.stdout) == [
+        "2026-03-28T01:30:00Z",
+        "2026-03-29T01:00:00Z",
+        "2026-03-30T00:30:00Z",
+    ]
+    autumn = cronwork.run("next", "nightly", "-n", "3", "--after", "2026-10-24T00:00:00Z", "--json")
+    # 25 October: 02:30 happens twice in Berlin; it runs once, the first time.
+    assert json.loads(autumn.stdout) == [
+        "2026-10-24T00:30:00Z",
+        "2026-10-25T00:30:00Z",
+        "2026-10-26T01:30:00Z",
+    ]
