@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -13,7 +14,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+import redis
 
+from services.constants import LEASE_KEY
 from tests.conftest import REDIS_SERVER
 
 #: The actors the acceptance schedules use; written next to each test's schedules.yaml.
@@ -99,6 +102,12 @@ class Cronwork:
     def stop_all(self) -> None:
         for proc in self.procs:
             self.stop(proc)
+
+
+def leader_of(client: redis.Redis, prefix: str) -> str | None:
+    """The instance id in the scheduler lease under ``prefix``, or None when nobody leads."""
+    raw = client.get(f"{prefix}:{LEASE_KEY}")
+    return json.loads(raw)["instance_id"] if raw else None
 
 
 def wait_for(

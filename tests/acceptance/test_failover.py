@@ -7,15 +7,13 @@ with nothing missed (DESIGN invariants 1-4), using only the real CLI.
 from __future__ import annotations
 
 import itertools
-import json
 import signal
 from datetime import timedelta
 
 import redis
 from sqlalchemy import create_engine, text
 
-from services.constants import LEASE_KEY
-from tests.acceptance.conftest import Cronwork, wait_for
+from tests.acceptance.conftest import Cronwork, leader_of, wait_for
 from tests.conftest import REDIS_SERVER
 
 SCHEDULES = """
@@ -28,11 +26,6 @@ SCHEDULES = """
         catchup_window: 5m
         max_retries: 0
 """
-
-
-def leader_of(client: redis.Redis, prefix: str) -> str | None:
-    raw = client.get(f"{prefix}:{LEASE_KEY}")
-    return json.loads(raw)["instance_id"] if raw else None
 
 
 def test_leader_killed_twice_every_second_fires_once(cronwork: Cronwork, redis_prefix: str) -> None:

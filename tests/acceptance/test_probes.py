@@ -7,7 +7,6 @@ exec probe. Signals go to the main process only, as Kubernetes (or tini) sends t
 
 from __future__ import annotations
 
-import json
 import signal
 import socket
 import subprocess
@@ -21,8 +20,7 @@ import redis
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import create_engine, text
 
-from services.constants import LEASE_KEY
-from tests.acceptance.conftest import Cronwork, wait_for
+from tests.acceptance.conftest import Cronwork, leader_of, wait_for
 from tests.conftest import REDIS_SERVER
 
 SCHEDULES = """
@@ -63,11 +61,6 @@ def sample(body: str, name: str, **labels: str) -> float:
             if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()):
                 return float(s.value)
     return 0.0
-
-
-def leader_of(client: redis.Redis, prefix: str) -> str | None:
-    raw = client.get(f"{prefix}:{LEASE_KEY}")
-    return json.loads(raw)["instance_id"] if raw else None
 
 
 def test_scheduler_and_worker_probes_and_worker_check(cronwork: Cronwork, tmp_path: Path) -> None:
