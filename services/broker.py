@@ -27,6 +27,8 @@ from services.spec import DEFAULT_MAX_RETRIES
 #: A schedule without ``time_limit`` runs unbounded (Dramatiq's own default is 10 minutes,
 #: which would silently kill long nightly jobs); an actor's own time_limit still applies.
 NO_TIME_LIMIT_MS = 7 * 24 * 3600 * 1000
+#: Longest wait for Redis on one send from a scheduler.
+SEND_TIMEOUT_SECONDS = 5.0
 
 
 def make_broker(
@@ -56,6 +58,15 @@ def make_broker(
     url = settings.redis_url_value()
     if url is None:
         return StubBroker(middleware=middleware)
+    options: dict[str, float] = {}
+    if engine_factory is None:
+        # Senders (the scheduler, the CLI): a Redis that hangs instead of failing must not
+        # stall the firing thread; the fire stays pending and is re-sent. Workers keep
+        # Dramatiq's defaults for their consumers.
+        options = {"socket_timeout": SEND_TIMEOUT_SECONDS, "socket_connect_timeout": 5.0}
     return RedisBroker(
-        url=url, namespace=f"{settings.redis_prefix}-dramatiq", middleware=middleware
+        url=url,
+        namespace=f"{settings.redis_prefix}-dramatiq",
+        middleware=middleware,
+        **options,
     )
