@@ -113,10 +113,6 @@ class CronExpression:
     def __str__(self) -> str:
         return self.text
 
-    def day_matches(self, year: int, month: int, day: int) -> bool:
-        first_weekday, _ = calendar.monthrange(year, month)
-        return self._day_ok(day, (first_weekday + day) % 7)
-
     def _day_ok(self, day: int, weekday: int) -> bool:
         in_dom = day in self.days
         in_dow = weekday in self.weekdays

@@ -170,9 +170,6 @@ class SchedulerService:
         thread = getattr(self.scheduler, "_thread", None)
         return thread is None or thread.is_alive()
 
-    def healthy(self, max_silence: float = 30.0) -> bool:
-        return self.health(max_silence)[0]
-
     def health(self, max_silence: float = 30.0) -> tuple[bool, str]:
         """For /healthz: the main loop ticks; a leader's APScheduler thread is alive and ticks.
 
