@@ -10,7 +10,7 @@ from contextlib import contextmanager
 import psycopg2
 import redis
 
-from services.migrate import upgrade
+from services.store.migrate import upgrade
 
 PG_SERVER = os.environ.get("CRONWORK_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432")
 REDIS_SERVER = os.environ.get("CRONWORK_TEST_REDIS", "redis://127.0.0.1:6379/0")

@@ -24,14 +24,14 @@ from apscheduler.triggers.interval import IntervalTrigger
 from sqlalchemy import func, select
 
 from bench._support import REDIS_SERVER, database, redis_prefix, table
-from services.db import make_engine
-from services.dispatch import Dispatcher
-from services.fence import Fence
-from services.models import fires
-from services.scheduler import FencedScheduler, FireHandler
+from services.scheduler.dispatch import Dispatcher
+from services.scheduler.fenced import FencedScheduler, FireHandler
+from services.scheduler.sync import sync_jobs
+from services.schedules.spec import ScheduleSpec
 from services.settings import Settings
-from services.spec import ScheduleSpec
-from services.sync import sync_jobs
+from services.store.engines import make_engine
+from services.store.fence import Fence
+from services.store.tables import fires
 
 #: Seconds between setting up the jobs and the instant they all come due.
 LEAD_SECONDS = 5.0

@@ -17,11 +17,11 @@ from dramatiq.brokers.redis import RedisBroker
 
 from bench._support import REDIS_SERVER, database, redis_prefix, table
 from services.broker import make_broker
-from services.db import make_engine
-from services.dispatch import Dispatcher
-from services.fence import Fence, request
+from services.scheduler.dispatch import Dispatcher
+from services.schedules.spec import ScheduleSpec
 from services.settings import Settings
-from services.spec import ScheduleSpec
+from services.store.engines import make_engine
+from services.store.fence import Fence, request
 
 THREADS = 8
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import engine_from_config, pool, text
 
-from services.models import metadata
+from services.store.tables import metadata
 
 config = context.config
 

@@ -19,10 +19,10 @@ from dramatiq.middleware import (
 )
 from sqlalchemy import Engine
 
-from services.middleware.heartbeat import WorkerHeartbeat
-from services.middleware.tracking import Tracking
+from services.schedules.spec import DEFAULT_MAX_RETRIES
 from services.settings import Settings
-from services.spec import DEFAULT_MAX_RETRIES
+from services.worker.heartbeat import WorkerHeartbeat
+from services.worker.tracking import Tracking
 
 #: A schedule without ``time_limit`` runs unbounded (Dramatiq's own default is 10 minutes,
 #: which would silently kill long nightly jobs); an actor's own time_limit still applies.

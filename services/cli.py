@@ -20,14 +20,14 @@ from services import __version__
 from services.errors import ConfigError, CronworkError, UnknownSchedule
 from services.logs import configure_logging, secrets_of
 from services.redact import redact
+from services.schedules.spec import ScheduleSpec
 from services.settings import Settings
-from services.spec import ScheduleSpec
 from services.timeutil import iso
 
 if TYPE_CHECKING:
     from sqlalchemy import Engine
 
-    from services.leader import SchedulerService
+    from services.scheduler.service import SchedulerService
 
 logger = logging.getLogger("cronwork")
 
@@ -165,7 +165,7 @@ def cmd_check(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_migrate(settings: Settings, args: argparse.Namespace) -> int:
-    from services.migrate import upgrade
+    from services.store.migrate import upgrade
 
     if settings.database_url is None:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
@@ -177,8 +177,8 @@ def cmd_migrate(settings: Settings, args: argparse.Namespace) -> int:
 def _scheduler_service(
     settings: Settings, broker: Any, specs: dict[str, ScheduleSpec], engine: Engine
 ) -> SchedulerService:
-    from services.leader import SchedulerService
-    from services.lease import LocalLease, RedisLease
+    from services.scheduler.lease import LocalLease, RedisLease
+    from services.scheduler.service import SchedulerService
 
     lease: Any
     if settings.embedded:
@@ -198,15 +198,15 @@ def _scheduler_service(
 
 
 def cmd_scheduler(settings: Settings, args: argparse.Namespace) -> int:
-    from services.health import serve as serve_health
     from services.runtime import load_schedule_file, prepare_broker
+    from services.web.health import serve as serve_health
 
     if settings.embedded:
         raise CronworkError(
             "`cronwork scheduler` needs CRONWORK_REDIS_URL (the lease and the queue); "
             "for one process without Redis run `cronwork up`"
         )
-    from services.alerts.sentry import init_sentry
+    from services.watch.sentry import init_sentry
 
     init_sentry(settings, dramatiq=False)  # plain error capture and watchdog check-ins
     schedule_file = load_schedule_file(settings)
@@ -224,8 +224,8 @@ def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
     from dramatiq.cli import main as dramatiq_main
     from dramatiq.cli import make_argument_parser
 
-    from services.health import worker_check, worker_parent
     from services.runtime import load_schedule_file, prepare_broker
+    from services.web.health import worker_check, worker_parent
 
     if args.check:
         return worker_check(settings)
@@ -241,7 +241,7 @@ def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
     os.environ["CRONWORK_WORKER_PROCESSES"] = str(args.processes)
     # Spawn, not fork: the children import the actors onto their own tracking broker,
     # instead of inheriting modules already bound to the broker checked above.
-    argv = ["services.worker_boot:setup", "--use-spawn", "--processes", str(args.processes)]
+    argv = ["services.worker.boot:setup", "--use-spawn", "--processes", str(args.processes)]
     argv += ["--threads", str(args.threads)]
     if args.queues:
         argv += ["--queues", *args.queues]
@@ -252,11 +252,11 @@ def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
 def cmd_up(settings: Settings, args: argparse.Namespace) -> int:
     import dramatiq
 
-    from services.alerts.hook import install as install_alerts
-    from services.alerts.sentry import init_sentry
     from services.broker import make_broker
-    from services.health import serve as serve_health
     from services.runtime import engine_for, ensure_schema, load_schedule_file, prepare_broker
+    from services.watch.sentry import init_sentry
+    from services.web.health import serve as serve_health
+    from services.worker.alert_hook import install as install_alerts
 
     schedule_file = load_schedule_file(settings)
     engine = engine_for(settings)
@@ -295,7 +295,7 @@ def cmd_up(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_next(settings: Settings, args: argparse.Namespace) -> int:
-    from services.triggers import build_trigger
+    from services.schedules.triggers import build_trigger
 
     spec = _spec(settings, args.name)
     after = datetime.now(UTC)
@@ -322,7 +322,7 @@ def cmd_next(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
-    from services.views import status
+    from services.store.views import status
 
     data = status(_engine(settings), _schedules(settings), settings.lease_ttl)
     if args.json:
@@ -352,7 +352,7 @@ def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_history(settings: Settings, args: argparse.Namespace) -> int:
-    from services.views import history
+    from services.store.views import history
 
     data = history(_engine(settings), args.schedule, args.limit)
     if args.json:
@@ -376,9 +376,9 @@ def cmd_history(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_trigger(settings: Settings, args: argparse.Namespace) -> int:
-    from services.dispatch import Dispatcher
-    from services.fence import Fence, request
     from services.runtime import load_schedule_file, prepare_broker
+    from services.scheduler.dispatch import Dispatcher
+    from services.store.fence import Fence, request
     from services.timeutil import utcnow
 
     schedule_file = load_schedule_file(settings)
@@ -402,9 +402,9 @@ def cmd_trigger(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _set_paused(settings: Settings, name: str, paused: bool) -> None:
-    from services.db import upsert
-    from services.models import schedules
-    from services.sync import schedule_row
+    from services.scheduler.sync import schedule_row
+    from services.store.engines import upsert
+    from services.store.tables import schedules
     from services.timeutil import utcnow
 
     spec = _spec(settings, name)
@@ -431,7 +431,7 @@ def cmd_resume(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_incidents(settings: Settings, args: argparse.Namespace) -> int:
-    from services.incidents import IncidentStore
+    from services.store.incidents import IncidentStore
 
     found = IncidentStore(_engine(settings)).list(include_resolved=args.all, limit=args.limit)
     if args.json:

@@ -1,6 +1,6 @@
 """Every Prometheus metric cronwork exports, in one place, and the helpers that update them.
 
-Served on ``/metrics`` by :mod:`services.health`. The scheduler is one process and uses
+Served on ``/metrics`` by :mod:`services.web.health`. The scheduler is one process and uses
 prometheus_client's default registry. ``cronwork worker`` runs Dramatiq's worker
 *processes*: it points ``PROMETHEUS_MULTIPROC_DIR`` at a fresh directory before spawning
 them, every child writes its samples there (prometheus_client's multiprocess mode, chosen

@@ -10,10 +10,10 @@ import dramatiq
 from sqlalchemy import Engine, inspect
 
 from services.broker import make_broker
-from services.config import ScheduleFile, check_actors, load_schedules
-from services.db import make_engine
 from services.errors import ConfigError, CronworkError
+from services.schedules.loader import ScheduleFile, check_actors, load_schedules
 from services.settings import Settings
+from services.store.engines import make_engine
 
 logger = logging.getLogger(__name__)
 
@@ -35,7 +35,7 @@ def ensure_schema(settings: Settings, engine: Engine, *, migrate: bool) -> None:
     otherwise race it through the same migration on the embedded SQLite file.
     """
     if migrate:
-        from services.migrate import upgrade  # Alembic only where it runs
+        from services.store.migrate import upgrade  # Alembic only where it runs
 
         upgrade(settings.database_url_value())
         return

@@ -17,8 +17,8 @@ import pytest
 import redis
 from sqlalchemy import Engine
 
-from services.db import make_engine
-from services.migrate import upgrade
+from services.store.engines import make_engine
+from services.store.migrate import upgrade
 
 #: Server URLs without a database; override to point the suite elsewhere.
 PG_SERVER = os.environ.get("CRONWORK_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432")

@@ -13,8 +13,8 @@ from collections.abc import Iterator
 import pytest
 from sqlalchemy import select
 
-from services.db import make_engine
-from services.models import fires
+from services.store.engines import make_engine
+from services.store.tables import fires
 from tests.acceptance.conftest import Cronwork, wait_for
 from tests.integration.alert_servers import SentryServer, SlackServer
 

@@ -13,9 +13,9 @@ import pytest
 from sqlalchemy import Engine, select
 
 from services.broker import make_broker
-from services.models import attempts, fires
+from services.schedules.spec import ScheduleSpec
 from services.settings import Settings
-from services.spec import ScheduleSpec
+from services.store.tables import attempts, fires
 from tests.conftest import REDIS_SERVER
 
 #: A Redis URL nothing listens on.

@@ -21,17 +21,17 @@ import pytest
 import sentry_sdk
 from sqlalchemy import Engine, select
 
-from services.alerts import Alerter
-from services.alerts.hook import AlertHook, install
-from services.alerts.sentry import init_sentry, monitor_slug
-from services.alerts.slack import SlackSender
-from services.db import make_engine
-from services.models import incidents
+from services.scheduler.sync import sync_schedule_rows
+from services.schedules.spec import ScheduleSpec
 from services.settings import Settings
-from services.spec import ScheduleSpec
-from services.sync import sync_schedule_rows
+from services.store.engines import make_engine
+from services.store.tables import incidents
 from services.timeutil import utcnow
-from services.watchdog import Watchdog
+from services.watch.alerter import Alerter
+from services.watch.sentry import init_sentry, monitor_slug
+from services.watch.slack import SlackSender
+from services.watch.watchdog import Watchdog
+from services.worker.alert_hook import AlertHook, install
 from tests.integration.alert_servers import (  # noqa: F401 (fixtures)
     SentryServer,
     SlackServer,
@@ -349,7 +349,7 @@ def test_muted_schedule_and_per_schedule_webhook(
     slack_server: SlackServer,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from services.spec import AlertPolicy
+    from services.schedules.spec import AlertPolicy
 
     team = SlackServer()
     try:

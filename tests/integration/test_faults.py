@@ -39,12 +39,12 @@ from sqlalchemy import Engine
 
 from services.broker import make_broker
 from services.cli import _scheduler_service
-from services.db import make_engine
-from services.fence import Fence, request
-from services.leader import SchedulerService
-from services.migrate import upgrade
+from services.scheduler.service import SchedulerService
+from services.schedules.spec import ScheduleSpec
 from services.settings import Settings
-from services.spec import ScheduleSpec
+from services.store.engines import make_engine
+from services.store.fence import Fence, request
+from services.store.migrate import upgrade
 from tests.conftest import require
 from tests.integration.conftest import fire_rows, make_settings, spec, wait_for
 

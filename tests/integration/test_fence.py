@@ -14,11 +14,11 @@ import redis
 from sqlalchemy import Engine, update
 
 from services.broker import make_broker
-from services.db import make_engine
-from services.dispatch import Dispatcher
-from services.fence import Fence, Fire, request
-from services.models import fires
+from services.scheduler.dispatch import Dispatcher
 from services.settings import Settings
+from services.store.engines import make_engine
+from services.store.fence import Fence, Fire, request
+from services.store.tables import fires
 from tests.integration.conftest import DEAD_REDIS, fire_rows, make_settings, spec
 
 T0 = datetime(2026, 1, 5, 8, 0, tzinfo=UTC)

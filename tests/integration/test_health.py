@@ -1,6 +1,6 @@
 """/healthz, /readyz and /metrics of a real SchedulerService on real Postgres and Redis.
 
-The HTTP server is the real one (services.health.HealthServer) on an ephemeral port;
+The HTTP server is the real one (services.web.health.HealthServer) on an ephemeral port;
 requests go over TCP with urllib.
 """
 
@@ -22,12 +22,12 @@ from sqlalchemy import Engine
 from services import metrics
 from services.broker import make_broker
 from services.constants import LEASE_KEY
-from services.db import make_engine
-from services.fence import Fence, request
-from services.health import HealthServer, Readiness
-from services.leader import SchedulerService
-from services.lease import RedisLease
+from services.scheduler.lease import RedisLease
+from services.scheduler.service import SchedulerService
 from services.settings import Settings
+from services.store.engines import make_engine
+from services.store.fence import Fence, request
+from services.web.health import HealthServer, Readiness
 from tests.integration.conftest import DEAD_REDIS, fire_rows, make_settings, spec, wait_for
 
 

@@ -7,7 +7,7 @@ import time
 import redis
 
 from services.constants import LEASE_KEY
-from services.lease import RedisLease
+from services.scheduler.lease import RedisLease
 from tests.integration.conftest import wait_for
 
 

@@ -1,4 +1,4 @@
-"""Alembic migrations produce exactly the schema services.models declares.
+"""Alembic migrations produce exactly the schema services.store.tables declares.
 
 On real Postgres (production) and on SQLite (embedded mode): autogenerate finds nothing
 to do after ``upgrade head``, and a database migrated step by step is indistinguishable
@@ -16,8 +16,8 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import Engine, create_engine, inspect, text
 
-from services.migrate import downgrade, upgrade
-from services.models import metadata
+from services.store.migrate import downgrade, upgrade
+from services.store.tables import metadata
 from tests.conftest import scratch_database
 
 pytestmark = pytest.mark.integration

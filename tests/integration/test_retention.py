@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine, Table, func, insert, select, update
 
-from services.db import make_engine
-from services.fence import Fence, request
-from services.migrate import upgrade
-from services.models import attempts, fires, incidents
-from services.retention import prune
+from services.store.engines import make_engine
+from services.store.fence import Fence, request
+from services.store.migrate import upgrade
+from services.store.retention import prune
+from services.store.tables import attempts, fires, incidents
 from services.timeutil import utcnow
 from tests.integration.conftest import spec
 

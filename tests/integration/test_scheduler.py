@@ -21,16 +21,16 @@ from sqlalchemy import Engine
 
 from services.broker import make_broker
 from services.constants import LEASE_KEY
-from services.db import make_engine
-from services.dispatch import Dispatcher
-from services.fence import Fence, FireRequest, request
-from services.leader import SchedulerService
-from services.lease import RedisLease
-from services.scheduler import FencedScheduler, FireHandler
+from services.scheduler.dispatch import Dispatcher
+from services.scheduler.fenced import FencedScheduler, FireHandler
+from services.scheduler.lease import RedisLease
+from services.scheduler.service import SchedulerService
+from services.scheduler.sync import sync_jobs
+from services.schedules.spec import ScheduleSpec
+from services.schedules.triggers import build_trigger
 from services.settings import Settings
-from services.spec import ScheduleSpec
-from services.sync import sync_jobs
-from services.triggers import build_trigger
+from services.store.engines import make_engine
+from services.store.fence import Fence, FireRequest, request
 from tests.integration.conftest import fire_rows, make_settings, spec, wait_for
 
 

@@ -21,12 +21,12 @@ from sqlalchemy import Engine, text
 
 from services.broker import make_broker
 from services.context import FireInfo, current_fire
-from services.db import make_engine
-from services.dispatch import Dispatcher
-from services.fence import Fence, Fire, request
+from services.scheduler.dispatch import Dispatcher
+from services.scheduler.sync import sync_schedule_rows
+from services.schedules.spec import ScheduleSpec
 from services.settings import Settings
-from services.spec import ScheduleSpec
-from services.sync import sync_schedule_rows
+from services.store.engines import make_engine
+from services.store.fence import Fence, Fire, request
 from tests.conftest import sa_url
 from tests.integration.conftest import attempt_rows, fire_rows, spec, wait_for
 
@@ -400,7 +400,7 @@ def test_tracking_database_missing_does_not_fail_the_job(
 ) -> None:
     missing = sa_url("cw_no_such_database_here")
     h = harness_factory(lambda: make_engine(missing))
-    with caplog.at_level(logging.ERROR, logger="services.middleware.tracking"):
+    with caplog.at_level(logging.ERROR, logger="services.worker.tracking"):
         calls = _run_one_untracked(h, redis_client, settings, "nodb")
     assert calls == [1]  # ran once: no retry caused by tracking
     assert "tracking write failed" in caplog.text
@@ -414,7 +414,7 @@ def test_tracking_table_dropped_does_not_fail_the_job(
 ) -> None:
     with harness.engine.begin() as conn:
         conn.execute(text("DROP TABLE cronwork_attempts"))
-    with caplog.at_level(logging.ERROR, logger="services.middleware.tracking"):
+    with caplog.at_level(logging.ERROR, logger="services.worker.tracking"):
         calls = _run_one_untracked(harness, redis_client, settings, "notable")
     assert calls == [1]
     assert "tracking write failed" in caplog.text

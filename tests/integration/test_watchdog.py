@@ -20,18 +20,18 @@ import dramatiq
 import pytest
 from sqlalchemy import Engine, select, update
 
-from services.alerts import Alerter
 from services.broker import make_broker
 from services.cli import main
-from services.db import make_engine
-from services.dispatch import Dispatcher
-from services.fence import Fence, request
-from services.models import fires, incidents, schedules
+from services.scheduler.dispatch import Dispatcher
+from services.scheduler.sync import sync_schedule_rows
+from services.schedules.spec import ScheduleSpec
 from services.settings import Settings
-from services.spec import ScheduleSpec
-from services.sync import sync_schedule_rows
+from services.store.engines import make_engine
+from services.store.fence import Fence, request
+from services.store.tables import fires, incidents, schedules
 from services.timeutil import as_utc, utcnow
-from services.watchdog import Watchdog, last_fire_time
+from services.watch.alerter import Alerter
+from services.watch.watchdog import Watchdog, last_fire_time
 from tests.integration.alert_servers import SlackServer, slack_server_fixture  # noqa: F401
 from tests.integration.conftest import DEAD_REDIS, attempt_rows, make_settings, spec, wait_for
 from tests.integration.test_tracking import Harness

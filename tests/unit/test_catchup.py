@@ -13,10 +13,10 @@ from apscheduler.triggers.base import BaseTrigger
 from apscheduler.triggers.date import DateTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
-from services.catchup import MAX_FIRES_PER_TICK, Plan, plan_fires
 from services.constants import MAX_MISSED_ROWS, ON_TIME_GRACE_SECONDS
-from services.cron import CrontabTrigger
-from services.spec import Catchup
+from services.scheduler.catchup import MAX_FIRES_PER_TICK, Plan, plan_fires
+from services.schedules.cron import CrontabTrigger
+from services.schedules.spec import Catchup
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 #: A fire time of every trigger below (a whole hour).

@@ -1,4 +1,4 @@
-"""services.config: schedules.yaml is validated whole, every problem at its line."""
+"""services.schedules.loader: schedules.yaml is validated whole, every problem at its line."""
 
 from __future__ import annotations
 
@@ -14,9 +14,9 @@ import dramatiq.broker
 import pytest
 from dramatiq.brokers.stub import StubBroker
 
-from services.config import ScheduleFile, check_actors, load_schedules, parse_schedules
 from services.errors import ConfigError
-from services.spec import ScheduleSpec
+from services.schedules.loader import ScheduleFile, check_actors, load_schedules, parse_schedules
+from services.schedules.spec import ScheduleSpec
 
 FULL = """\
 imports: [actors.digest, actors.sessions]
@@ -422,7 +422,7 @@ def test_three_triggers() -> None:
 
 def test_bad_cron_reports_the_cron_parser_message() -> None:
     found = one_problem(schedule('actor: a\ncron: "61 * * * *"\n'))
-    # The wording is services.cron's; we promise the line, the schedule, the expression
+    # The wording is services.schedules.cron's; we promise the line, the schedule, the expression
     # (once) and the field at fault.
     assert found.startswith("schedules.yaml:5: schedule 'job': bad cron")
     assert found.count("'61 * * * *'") == 1

@@ -12,8 +12,8 @@ import pytest
 from apscheduler.triggers.base import BaseTrigger
 from croniter import croniter
 
-from services.cron import CronExpression, CrontabTrigger, parse_crontab
 from services.errors import CronError
+from services.schedules.cron import CronExpression, CrontabTrigger, parse_crontab
 
 BERLIN = ZoneInfo("Europe/Berlin")
 NEW_YORK = ZoneInfo("America/New_York")

@@ -1,4 +1,4 @@
-"""services.durations: durations as users write them, and their canonical spelling."""
+"""services.schedules.durations: durations as users write them, and their canonical spelling."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ from datetime import timedelta
 
 import pytest
 
-from services.durations import format_duration, parse_duration
 from services.errors import DurationError
+from services.schedules.durations import format_duration, parse_duration
 
 
 @pytest.mark.parametrize(

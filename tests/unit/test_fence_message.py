@@ -9,8 +9,8 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from services.constants import FIRE_OPTION
-from services.fence import build_message, jitter_ms, request
-from services.spec import ScheduleSpec
+from services.schedules.spec import ScheduleSpec
+from services.store.fence import build_message, jitter_ms, request
 
 T = datetime(2026, 3, 10, 12, 0, tzinfo=UTC)
 

@@ -1,4 +1,4 @@
-"""services.spec.ScheduleSpec: its JSON form and the two fingerprints sync relies on."""
+"""services.schedules.spec.ScheduleSpec: its JSON form and the two fingerprints sync relies on."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from services.spec import ScheduleSpec
+from services.schedules.spec import ScheduleSpec
 
 
 def cron_spec(**changes: Any) -> ScheduleSpec:

@@ -10,9 +10,9 @@ import pytest
 from apscheduler.triggers.base import BaseTrigger
 from apscheduler.triggers.date import DateTrigger
 
-from services.cron import CrontabTrigger
-from services.spec import ScheduleSpec
-from services.triggers import build_trigger
+from services.schedules.cron import CrontabTrigger
+from services.schedules.spec import ScheduleSpec
+from services.schedules.triggers import build_trigger
 
 NOW = datetime(2026, 3, 10, 12, 7, 13, 250_000, tzinfo=UTC)
 

@@ -9,8 +9,8 @@ from typing import Any
 
 from sqlalchemy import Engine, update
 
-from services.db import upsert
-from services.models import instances
+from services.store.engines import upsert
+from services.store.tables import instances
 from services.timeutil import utcnow
 
 

@@ -18,19 +18,19 @@ from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
 from sqlalchemy import Engine
 
 from services import metrics
-from services.alerts import Alerter
-from services.dispatch import Dispatcher
-from services.fence import Fence
-from services.instances import InstanceRegistry
-from services.lease import Lease
 from services.redact import redact
-from services.retention import prune
-from services.scheduler import FencedScheduler, FireHandler
+from services.scheduler.dispatch import Dispatcher
+from services.scheduler.fenced import FencedScheduler, FireHandler
+from services.scheduler.lease import Lease
+from services.scheduler.sync import sync_jobs, sync_schedule_rows
+from services.schedules.spec import ScheduleSpec
 from services.settings import Settings
-from services.spec import ScheduleSpec
-from services.sync import sync_jobs, sync_schedule_rows
+from services.store.fence import Fence
+from services.store.instances import InstanceRegistry
+from services.store.retention import prune
 from services.timeutil import utcnow
-from services.watchdog import Watchdog, WatchdogRunner
+from services.watch.alerter import Alerter
+from services.watch.watchdog import Watchdog, WatchdogRunner
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")

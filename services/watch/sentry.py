@@ -29,8 +29,8 @@ from typing import Any
 import sentry_sdk
 from sentry_sdk.crons import capture_checkin
 
+from services.schedules.spec import ScheduleSpec
 from services.settings import Settings
-from services.spec import ScheduleSpec
 
 logger = logging.getLogger(__name__)
 

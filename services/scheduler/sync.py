@@ -20,15 +20,15 @@ from apscheduler.schedulers.base import BaseScheduler
 from apscheduler.util import datetime_to_utc_timestamp
 from sqlalchemy import Engine, delete
 
-from services.db import upsert
-from services.models import schedules
-from services.spec import ScheduleSpec
+from services.schedules.spec import ScheduleSpec
+from services.schedules.triggers import build_trigger
+from services.store.engines import upsert
+from services.store.tables import schedules
 from services.timeutil import utcnow
-from services.triggers import build_trigger
 
 logger = logging.getLogger(__name__)
 
-PLACEHOLDER = "services.scheduler:job_placeholder"
+PLACEHOLDER = "services.scheduler.fenced:job_placeholder"
 
 
 @dataclass

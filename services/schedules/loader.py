@@ -1,4 +1,4 @@
-"""Load and validate ``schedules.yaml`` into :class:`~services.spec.ScheduleSpec` objects.
+"""Load and validate ``schedules.yaml`` into :class:`~services.schedules.spec.ScheduleSpec` objects.
 
 The file is refused whole (DESIGN.md invariant 7): every problem in it is collected,
 each located at the most precise line we can name, and reported together as one
@@ -27,9 +27,9 @@ import yaml
 from yaml.constructor import ConstructorError, SafeConstructor
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
-from services.durations import format_duration, parse_duration
 from services.errors import ConfigError, CronError, DurationError, Problem
-from services.spec import (
+from services.schedules.durations import format_duration, parse_duration
+from services.schedules.spec import (
     DEFAULT_MAX_BACKOFF,
     DEFAULT_MIN_BACKOFF,
     AlertPolicy,
@@ -80,7 +80,7 @@ SCHEDULE_KEYS: tuple[str, ...] = (
 OVERLAP_CHOICES: tuple[str, ...] = ("allow", "skip")
 CATCHUP_CHOICES: tuple[str, ...] = ("all", "latest", "none")
 ON_LOST_CHOICES: tuple[str, ...] = ("resend", "abandon")
-#: Keys of a schedule's ``alerts:`` mapping (services.spec.AlertPolicy).
+#: Keys of a schedule's ``alerts:`` mapping (services.schedules.spec.AlertPolicy).
 ALERT_KEYS: tuple[str, ...] = (
     "slack",
     "webhook_env",
@@ -249,7 +249,7 @@ def _parse_actor(node: Node) -> str:
 def _parse_cron(node: Node) -> str:
     expr = _parse_string(node, "cron")
     # Imported here so this module does not depend on the cron parser at import time.
-    from services.cron import parse_crontab
+    from services.schedules.cron import parse_crontab
 
     try:
         parse_crontab(expr)

@@ -45,15 +45,22 @@ from typing import Any
 
 from sqlalchemy import Engine, and_, func, select, update
 
-from services.alerts import Alerter
-from services.alerts import sentry as cw_sentry
-from services.incidents import EVENT_KINDS, STATE_KINDS
-from services.models import FINAL_FIRE_STATUSES, attempts, fires, incidents, instances, schedules
 from services.redact import redact
+from services.schedules.spec import ScheduleSpec
+from services.schedules.triggers import build_trigger
 from services.settings import Settings
-from services.spec import ScheduleSpec
+from services.store.incidents import EVENT_KINDS, STATE_KINDS
+from services.store.tables import (
+    FINAL_FIRE_STATUSES,
+    attempts,
+    fires,
+    incidents,
+    instances,
+    schedules,
+)
 from services.timeutil import as_utc, iso, utcnow
-from services.triggers import build_trigger
+from services.watch import sentry as cw_sentry
+from services.watch.alerter import Alerter
 
 logger = logging.getLogger(__name__)
 

@@ -26,9 +26,9 @@ from sqlalchemy import Connection, Engine, and_, bindparam, func, select, update
 from services import metrics
 from services.constants import FIRE_OPTION
 from services.context import FireInfo, _set_current
-from services.db import is_postgres, upsert
-from services.models import attempts, fires, schedules
 from services.redact import redact
+from services.store.engines import is_postgres, upsert
+from services.store.tables import attempts, fires, schedules
 from services.timeutil import utcnow
 
 logger = logging.getLogger(__name__)

@@ -11,7 +11,7 @@ from datetime import datetime, timedelta
 from typing import Protocol
 
 from services.constants import MAX_MISSED_ROWS, ON_TIME_GRACE_SECONDS
-from services.spec import Catchup
+from services.schedules.spec import Catchup
 
 #: Fires handled per schedule in one scheduler tick; the rest wait for the next tick.
 #: (Missed fires come on top, at most MAX_MISSED_ROWS of them.)

@@ -9,8 +9,8 @@ from datetime import timedelta
 import dramatiq
 
 from services import metrics
-from services.fence import Fence, Fire
 from services.redact import redact
+from services.store.fence import Fence, Fire
 from services.timeutil import utcnow
 
 logger = logging.getLogger(__name__)

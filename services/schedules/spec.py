@@ -1,6 +1,6 @@
 """The validated form of one schedule from schedules.yaml.
 
-``services.config`` builds these from YAML; everything downstream (scheduler,
+``services.schedules.loader`` builds these from YAML; everything downstream (scheduler,
 fence, worker, CLI) reads only these, never the YAML.
 """
 
@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
-from services.durations import format_duration
+from services.schedules.durations import format_duration
 
 TriggerKind = Literal["cron", "every", "at"]
 Overlap = Literal["allow", "skip"]

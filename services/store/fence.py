@@ -19,9 +19,9 @@ from sqlalchemy import Engine, and_, select, update
 
 from services import metrics
 from services.constants import FIRE_OPTION
-from services.db import upsert
-from services.models import fires
-from services.spec import ScheduleSpec
+from services.schedules.spec import ScheduleSpec
+from services.store.engines import upsert
+from services.store.tables import fires
 from services.timeutil import as_utc, iso, utcnow
 
 logger = logging.getLogger(__name__)

@@ -7,7 +7,7 @@ from typing import Any
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.dialects import postgresql, sqlite
 
-from services.models import metadata
+from services.store.tables import metadata
 
 
 def make_engine(url: str, *, pool_size: int = 5, pre_ping: bool = True) -> Engine:

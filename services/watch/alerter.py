@@ -26,12 +26,12 @@ from typing import Any
 
 from sqlalchemy import Engine
 
-from services.alerts.slack import SlackSender, render
-from services.incidents import Incident, IncidentStore
 from services.redact import redact
+from services.schedules.spec import ScheduleSpec
 from services.settings import Settings
-from services.spec import ScheduleSpec
+from services.store.incidents import Incident, IncidentStore
 from services.timeutil import utcnow
+from services.watch.slack import SlackSender, render
 
 logger = logging.getLogger(__name__)
 

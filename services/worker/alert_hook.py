@@ -27,14 +27,14 @@ from dramatiq.middleware import Middleware
 from dramatiq.middleware.time_limit import TimeLimitExceeded
 from sqlalchemy import Engine
 
-from services.alerts import Alerter, FailureInfo
-from services.alerts import sentry as cw_sentry
 from services.constants import FIRE_OPTION
 from services.context import current_fire
-from services.middleware.tracking import Tracking
 from services.redact import redact
+from services.schedules.spec import ScheduleSpec
 from services.settings import Settings
-from services.spec import ScheduleSpec
+from services.watch import sentry as cw_sentry
+from services.watch.alerter import Alerter, FailureInfo
+from services.worker.tracking import Tracking
 
 logger = logging.getLogger(__name__)
 

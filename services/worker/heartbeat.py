@@ -11,7 +11,7 @@ from typing import Any
 from dramatiq.middleware import Middleware
 from sqlalchemy import Engine
 
-from services.instances import InstanceRegistry
+from services.store.instances import InstanceRegistry
 
 logger = logging.getLogger(__name__)
 

@@ -24,12 +24,12 @@ from apscheduler.schedulers.base import STATE_RUNNING
 from apscheduler.util import datetime_to_utc_timestamp
 from sqlalchemy import Engine, bindparam, select
 
-from services.catchup import plan_fires
 from services.constants import ON_TIME_GRACE_SECONDS
-from services.dispatch import Dispatcher
-from services.fence import Fence, Fire, FireRequest, request
-from services.models import schedules
-from services.spec import ScheduleSpec
+from services.scheduler.catchup import plan_fires
+from services.scheduler.dispatch import Dispatcher
+from services.schedules.spec import ScheduleSpec
+from services.store.fence import Fence, Fire, FireRequest, request
+from services.store.tables import schedules
 
 logger = logging.getLogger(__name__)
 

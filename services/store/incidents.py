@@ -24,8 +24,8 @@ from typing import Any, Literal
 
 from sqlalchemy import Engine, and_, select, update
 
-from services.db import is_postgres, upsert
-from services.models import incidents
+from services.store.engines import is_postgres, upsert
+from services.store.tables import incidents
 from services.timeutil import as_utc, iso
 
 #: Kinds that are a state seen on each watchdog pass: resolved when no longer seen.

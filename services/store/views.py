@@ -7,10 +7,10 @@ from typing import Any
 
 from sqlalchemy import Engine, and_, select
 
-from services.models import apscheduler_jobs, attempts, fires, instances, schedules
-from services.spec import ScheduleSpec
+from services.schedules.spec import ScheduleSpec
+from services.schedules.triggers import build_trigger
+from services.store.tables import apscheduler_jobs, attempts, fires, instances, schedules
 from services.timeutil import as_utc, iso, utcnow
-from services.triggers import build_trigger
 
 
 def leader(engine: Engine, lease_ttl: float) -> dict[str, Any] | None:

@@ -29,7 +29,7 @@ from slack_sdk.http_retry.handler import RetryHandler
 from slack_sdk.webhook import WebhookClient
 
 from services.redact import redact
-from services.spec import ScheduleSpec
+from services.schedules.spec import ScheduleSpec
 from services.timeutil import as_utc, iso
 
 logger = logging.getLogger(__name__)

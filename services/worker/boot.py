@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import os
 
-from services.alerts.hook import install as install_alerts
-from services.alerts.sentry import init_sentry
 from services.broker import make_broker
 from services.logs import configure_logging
 from services.runtime import engine_for, load_schedule_file, prepare_broker
 from services.settings import Settings
+from services.watch.sentry import init_sentry
+from services.worker.alert_hook import install as install_alerts
 
 
 def setup() -> None:

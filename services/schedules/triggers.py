@@ -11,13 +11,13 @@ from apscheduler.triggers.base import BaseTrigger
 from apscheduler.triggers.date import DateTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
-from services.spec import ScheduleSpec
+from services.schedules.spec import ScheduleSpec
 
 
 def build_trigger(spec: ScheduleSpec) -> BaseTrigger:
     tz = ZoneInfo(spec.timezone)
     if spec.trigger == "cron":
-        from services.cron import CrontabTrigger
+        from services.schedules.cron import CrontabTrigger
 
         assert spec.cron is not None
         return CrontabTrigger(spec.cron, timezone=tz, start_date=spec.start, end_date=spec.end)

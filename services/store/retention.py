@@ -12,7 +12,7 @@ from datetime import datetime
 
 from sqlalchemy import Engine, and_, delete, select
 
-from services.models import FINAL_FIRE_STATUSES, attempts, fires, incidents
+from services.store.tables import FINAL_FIRE_STATUSES, attempts, fires, incidents
 
 logger = logging.getLogger(__name__)
 

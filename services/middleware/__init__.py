@@ -1,1 +1,0 @@
-"""Dramatiq middleware cronwork adds to every broker, one class per module."""

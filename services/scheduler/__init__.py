@@ -1,0 +1,1 @@
+"""The scheduler process: lease, APScheduler made crash-safe, sync, catch-up, dispatch."""

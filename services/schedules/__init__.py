@@ -1,0 +1,1 @@
+"""schedules.yaml: the loader, the validated spec, cron, triggers and durations."""

@@ -1,0 +1,1 @@
+"""Postgres (and embedded SQLite): the tables and every SQL statement cronwork runs."""

@@ -1,0 +1,1 @@
+"""The watchdog and where its findings go: incidents, Slack, Sentry."""

@@ -1,0 +1,1 @@
+"""The HTTP surface: health endpoints, metrics and the dashboard."""
