@@ -26,12 +26,15 @@ from sqlalchemy import func, select
 from bench._support import REDIS_SERVER, database, redis_prefix, table
 from services.scheduler.dispatch import Dispatcher
 from services.scheduler.fenced import FencedScheduler, FireHandler
+from services.scheduler.jobstore import ScheduleJobStore
 from services.scheduler.sync import sync_jobs
 from services.schedules.spec import ScheduleSpec
+from services.schedules.triggers import build_trigger
 from services.settings import Settings
 from services.store.engines import make_engine
 from services.store.fence import Fence
 from services.store.tables import fires
+from services.vocabulary import FireStatus
 
 #: Seconds between setting up the jobs and the instant they all come due.
 LEAD_SECONDS = 5.0
@@ -58,12 +61,13 @@ def run_cronwork(n: int, due: datetime) -> tuple[float, float]:
             for i in range(n)
         }
         fence = Fence(engine, "bench")
-        handler = FireHandler(engine, fence, Dispatcher(broker, fence), specs)
-        scheduler = FencedScheduler(handler, may_fire=lambda: True)
-        scheduler.add_jobstore(SQLAlchemyJobStore(engine=engine), "default")
+        triggers = {name: build_trigger(spec) for name, spec in specs.items()}
+        handler = FireHandler(engine, fence, Dispatcher(broker, fence), specs, triggers)
+        store = ScheduleJobStore(engine, triggers)
+        scheduler = FencedScheduler(handler, store, may_fire=lambda: True)
         scheduler.start(paused=True)
         started = time.perf_counter()
-        sync_jobs(scheduler, specs)
+        sync_jobs(store, specs, triggers)
         sync_seconds = time.perf_counter() - started
         if datetime.now(UTC) >= due:
             raise SystemExit(f"setup took too long ({sync_seconds:.1f}s); raise LEAD_SECONDS")
@@ -74,7 +78,7 @@ def run_cronwork(n: int, due: datetime) -> tuple[float, float]:
                 if time.monotonic() > deadline:
                     raise SystemExit(f"cronwork: not all {n} fires enqueued before the deadline")
                 done = conn.execute(
-                    select(func.count()).where(fires.c.status == "enqueued")
+                    select(func.count()).where(fires.c.status == FireStatus.ENQUEUED)
                 ).scalar_one()
                 if done >= n:
                     lag = (datetime.now(UTC) - due).total_seconds()

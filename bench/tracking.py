@@ -22,6 +22,7 @@ from services.schedules.spec import ScheduleSpec
 from services.settings import Settings
 from services.store.engines import make_engine
 from services.store.fence import Fence, request
+from services.vocabulary import FireKind
 
 THREADS = 8
 
@@ -59,7 +60,7 @@ def run_tracked(n: int) -> float:
         fence = Fence(engine, "bench")
         spec = ScheduleSpec(name="noop", actor="noop", trigger="every", every=timedelta(seconds=1))
         base = datetime(2026, 1, 1, tzinfo=UTC)
-        reqs = [request(spec, base + timedelta(seconds=i), "scheduled") for i in range(n)]
+        reqs = [request(spec, base + timedelta(seconds=i), FireKind.SCHEDULED) for i in range(n)]
         won = []
         for start in range(0, n, 500):
             won += fence.claim(reqs[start : start + 500])

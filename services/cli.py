@@ -380,12 +380,13 @@ def cmd_trigger(settings: Settings, args: argparse.Namespace) -> int:
     from services.scheduler.dispatch import Dispatcher
     from services.store.fence import Fence, request
     from services.timeutil import utcnow
+    from services.vocabulary import FireKind
 
     schedule_file = load_schedule_file(settings)
     spec = _spec(settings, args.name)
     engine = _engine(settings)
     fence = Fence(engine, f"cli:{settings.instance_id}")
-    won = fence.claim([request(spec, utcnow(), "manual")])
+    won = fence.claim([request(spec, utcnow(), FireKind.MANUAL)])
     if not won:
         raise CronworkError(f"could not record a manual fire of '{spec.name}'")
     fire = won[0]
@@ -402,20 +403,9 @@ def cmd_trigger(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _set_paused(settings: Settings, name: str, paused: bool) -> None:
-    from services.scheduler.sync import schedule_row
-    from services.store.engines import upsert
-    from services.store.tables import schedules
-    from services.timeutil import utcnow
+    from services.store.schedule_rows import set_paused
 
-    spec = _spec(settings, name)
-    engine = _engine(settings)
-    now = utcnow()
-    stmt = upsert(engine, schedules.name).values(schedule_row(spec, now, paused=paused))
-    stmt = stmt.on_conflict_do_update(
-        index_elements=["name"], set_={"paused": paused, "paused_at": now if paused else None}
-    )
-    with engine.begin() as conn:
-        conn.execute(stmt)
+    set_paused(_engine(settings), _spec(settings, name), paused)
 
 
 def cmd_pause(settings: Settings, args: argparse.Namespace) -> int:

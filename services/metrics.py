@@ -26,8 +26,9 @@ from typing import Any
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
 
-from services.constants import FIRE_OPTION
+from services.fire_message import FireOptions
 from services.timeutil import as_utc, utcnow
+from services.vocabulary import AttemptStatus, FireKind, FireStatus
 
 logger = logging.getLogger(__name__)
 
@@ -116,7 +117,11 @@ def record_claim(requests: Sequence[Any], rows: Iterable[Any]) -> None:
         returned = {(r.schedule, as_utc(r.scheduled_for)): r.status for r in rows}
         for req in requests:
             status = returned.get((req.schedule, as_utc(req.scheduled_for)))
-            outcome = "conflict" if status is None else ("won" if status == "pending" else status)
+            outcome = (
+                "conflict"
+                if status is None
+                else ("won" if status == FireStatus.PENDING else status)
+            )
             FIRES.labels(req.schedule, req.kind, outcome).inc()
     except Exception:
         logger.debug("could not record fire metrics", exc_info=True)
@@ -125,7 +130,8 @@ def record_claim(requests: Sequence[Any], rows: Iterable[Any]) -> None:
 def record_enqueued(message: dict[str, Any], scheduled_for: datetime) -> None:
     """Observe the lag of a fire whose stored ``message`` just reached the broker."""
     try:
-        kind = message["options"][FIRE_OPTION].get("kind", "scheduled")
+        fire = FireOptions.from_options(message["options"])
+        kind = fire.kind if fire is not None else FireKind.SCHEDULED
         scheduled = as_utc(scheduled_for) or utcnow()
         lag = (utcnow() - scheduled).total_seconds()
         ENQUEUE_LAG.labels(kind).observe(max(lag, 0.0))
@@ -154,7 +160,7 @@ def record_attempt(schedule: str, status: str, duration_seconds: float | None) -
         ATTEMPTS.labels(schedule, status).inc()
         if duration_seconds is not None:
             ATTEMPT_DURATION.labels(schedule).observe(max(duration_seconds, 0.0))
-        if status == "succeeded":
+        if status == AttemptStatus.SUCCEEDED:
             LAST_SUCCESS.labels(schedule).set(time.time())
     except Exception:
         logger.debug("could not record attempt metrics", exc_info=True)

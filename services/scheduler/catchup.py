@@ -12,6 +12,7 @@ from typing import Protocol
 
 from services.constants import MAX_MISSED_ROWS, ON_TIME_GRACE_SECONDS
 from services.schedules.spec import Catchup
+from services.vocabulary import FireKind
 
 #: Fires handled per schedule in one scheduler tick; the rest wait for the next tick.
 #: (Missed fires come on top, at most MAX_MISSED_ROWS of them.)
@@ -28,7 +29,7 @@ class Trigger(Protocol):
 class Plan:
     """What to write to the fence for one schedule's due fires."""
 
-    fire: list[tuple[datetime, str]] = field(default_factory=list)  # (time, kind)
+    fire: list[tuple[datetime, FireKind]] = field(default_factory=list)
     skipped: list[datetime] = field(default_factory=list)  # coalesced by policy
     missed: list[datetime] = field(default_factory=list)  # outside the catch-up window
     #: Missed fires not recorded one by one (a gap longer than MAX_MISSED_ROWS fires).
@@ -77,15 +78,15 @@ def plan_fires(
         if t < on_time_start:
             late.append(t)
         else:
-            plan.fire.append((t, "scheduled"))
+            plan.fire.append((t, FireKind.SCHEDULED))
         handled += 1
         t = trigger.get_next_fire_time(t, now)
 
     more_due = t is not None and t <= now
     if policy == "all":
-        plan.fire[:0] = [(lt, "catchup") for lt in late]
+        plan.fire[:0] = [(lt, FireKind.CATCHUP) for lt in late]
     elif policy == "latest" and late and not plan.fire and not more_due:
-        plan.fire.append((late[-1], "catchup"))
+        plan.fire.append((late[-1], FireKind.CATCHUP))
         plan.skipped.extend(late[:-1])
     else:
         plan.skipped.extend(late)

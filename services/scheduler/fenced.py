@@ -4,32 +4,31 @@
 Stock ``BackgroundScheduler._process_jobs`` advances ``next_run_time`` even when
 submitting the job failed (the fire is lost), lets a jobstore error kill its thread
 while the scheduler still claims to run, and drops fires later than
-``misfire_grace_time``. ``FencedScheduler`` keeps APScheduler's jobstore, triggers
-and wake-up loop and replaces only that one method.
+``misfire_grace_time``. ``FencedScheduler`` keeps APScheduler's wake-up loop, its
+triggers and its jobs table (through ``ScheduleJobStore``, services/scheduler/jobstore.py)
+and replaces only that one method.
 """
 
 from __future__ import annotations
 
 import logging
-import pickle
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
 
-from apscheduler.job import Job
-from apscheduler.jobstores.base import BaseJobStore
-from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.schedulers.base import STATE_RUNNING
-from apscheduler.util import datetime_to_utc_timestamp
-from sqlalchemy import Engine, bindparam, select
+from apscheduler.triggers.base import BaseTrigger
+from sqlalchemy import Engine
 
 from services.constants import ON_TIME_GRACE_SECONDS
 from services.scheduler.catchup import plan_fires
 from services.scheduler.dispatch import Dispatcher
+from services.scheduler.jobstore import ScheduleJobStore
 from services.schedules.spec import ScheduleSpec
 from services.store.fence import Fence, Fire, FireRequest, request
-from services.store.tables import schedules
+from services.store.schedule_rows import paused_names
+from services.vocabulary import FireKind, FireStatus
 
 logger = logging.getLogger(__name__)
 
@@ -42,10 +41,6 @@ RETRY_SECONDS = 1.0
 CLAIM_CHUNK = 500
 
 
-def job_placeholder(**_: object) -> None:
-    """The callable stored with each APScheduler job; never called (fires go through the fence)."""
-
-
 class FireHandler:
     """Turns one due job into fence rows, and the won rows into messages."""
 
@@ -54,30 +49,34 @@ class FireHandler:
         engine: Engine,
         fence: Fence,
         dispatcher: Dispatcher,
-        specs: dict[str, ScheduleSpec],
+        specs: Mapping[str, ScheduleSpec],
+        triggers: Mapping[str, BaseTrigger],
     ) -> None:
         self.engine = engine
         self.fence = fence
         self.dispatcher = dispatcher
         self.specs = specs
+        #: Built once per leadership from the specs: triggers are pure, never stored.
+        self.triggers = triggers
         self.paused: set[str] = set()
         self.won: list[Fire] = []
 
     def refresh_paused(self) -> None:
-        with self.engine.connect() as conn:
-            rows = conn.execute(select(schedules.c.name).where(schedules.c.paused.is_(True)))
-            self.paused = {r.name for r in rows}
+        self.paused = paused_names(self.engine)
 
-    def plan(self, job: Job, now: datetime) -> tuple[datetime | None, list[FireRequest]]:
+    def plan(
+        self, name: str, next_run_time: datetime, now: datetime
+    ) -> tuple[datetime | None, list[FireRequest]]:
         """The job's next run time (None: remove it) and the fence rows for its due fires."""
-        spec = self.specs.get(job.id)
-        if spec is None:
-            logger.warning("job %s has no schedule any more; removing it", job.id)
+        spec = self.specs.get(name)
+        trigger = self.triggers.get(name)
+        if spec is None or trigger is None:
+            logger.warning("job %s has no schedule any more; removing it", name)
             return None, []
         grace = timedelta(seconds=ON_TIME_GRACE_SECONDS)
         plan = plan_fires(
-            job.trigger,
-            job.next_run_time,
+            trigger,
+            next_run_time,
             now,
             policy=spec.catchup,
             window=max(spec.catchup_window, grace),
@@ -86,8 +85,8 @@ class FireHandler:
         if spec.name in self.paused:
             return plan.next_run_time, []  # paused: time moves on, nothing fires
         reqs: list[FireRequest] = [request(spec, t, kind) for t, kind in plan.fire]
-        reqs += [request(spec, t, "catchup", "skipped") for t in plan.skipped]
-        reqs += [request(spec, t, "scheduled", "missed") for t in plan.missed]
+        reqs += [request(spec, t, FireKind.CATCHUP, FireStatus.SKIPPED) for t in plan.skipped]
+        reqs += [request(spec, t, FireKind.SCHEDULED, FireStatus.MISSED) for t in plan.missed]
         for r in reqs[len(plan.fire) :]:
             object.__setattr__(r, "error", _why_not_run(r.status, spec))
         if plan.missed or plan.missed_unrecorded:
@@ -115,19 +114,25 @@ class FireHandler:
             self.dispatcher.send(batch)
 
 
-def _why_not_run(status: str, spec: ScheduleSpec) -> str:
-    if status == "missed":
+def _why_not_run(status: FireStatus, spec: ScheduleSpec) -> str:
+    if status == FireStatus.MISSED:
         return f"missed: later than the catch-up window ({spec.catchup_window})"
     return f"skipped: catchup {spec.catchup} runs only the newest late fire"
 
 
 class FencedScheduler(BackgroundScheduler):
-    def __init__(self, handler: FireHandler, may_fire: Callable[[], bool]) -> None:
+    """APScheduler's wake-up thread over cronwork's jobstore; the fence decides what fires."""
+
+    def __init__(
+        self, handler: FireHandler, store: ScheduleJobStore, may_fire: Callable[[], bool]
+    ) -> None:
         super().__init__(
             timezone=UTC,
             job_defaults={"misfire_grace_time": None, "coalesce": False, "max_instances": 1},
         )
         self.handler = handler
+        self.store = store
+        self.add_jobstore(store, "default")
         self.may_fire = may_fire
         #: monotonic time of the last loop pass, for /healthz.
         self.last_tick = time.monotonic()
@@ -147,11 +152,10 @@ class FencedScheduler(BackgroundScheduler):
             return RETRY_SECONDS
 
     def _process_due(self) -> float:
-        jobstore: BaseJobStore = self._lookup_jobstore("default")
         if not self.may_fire():
             return MAX_WAIT_SECONDS
         now = datetime.now(UTC)
-        due = jobstore.get_due_jobs(now)
+        due = self.store.due(now)
         if due:
             self.handler.refresh_paused()
         try:
@@ -159,64 +163,21 @@ class FencedScheduler(BackgroundScheduler):
             # thousands in one second): plan, fence every fire, then advance every job.
             # Fence first, then advance: a crash in between re-fences the same times,
             # which the unique rows turn into no-ops; nothing advances unfenced.
-            advances: list[tuple[Job, datetime | None]] = []
+            advances: list[tuple[str, datetime | None]] = []
             reqs: list[FireRequest] = []
-            for job in due:
-                next_run, job_reqs = self.handler.plan(job, now)
-                advances.append((job, next_run))
+            for name, next_run_time in due:
+                next_run, job_reqs = self.handler.plan(name, next_run_time, now)
+                advances.append((name, next_run))
                 reqs += job_reqs
             if not self.may_fire():
                 logger.warning("lease lost; not firing %d due job(s)", len(due))
                 return MAX_WAIT_SECONDS
             self.handler.claim(reqs)
-            _advance(jobstore, advances)
+            self.store.advance(advances)
         finally:
             self.handler.flush()
-        next_time = jobstore.get_next_run_time()
+        next_time = self.store.get_next_run_time()
         if next_time is None:
             return MAX_WAIT_SECONDS
         wait = (next_time - datetime.now(UTC)).total_seconds()
         return min(max(wait, 0.0), MAX_WAIT_SECONDS)
-
-
-def _advance(jobstore: BaseJobStore, advances: list[tuple[Job, datetime | None]]) -> None:
-    """Move every job to its next run time (or remove it) in one transaction.
-
-    APScheduler's ``update_job`` commits one job at a time; for a burst that is one
-    round trip per job. This writes the same columns the same way (its ``jobs_t``
-    table, ``pickle_protocol`` and ``engine`` are public attributes of
-    SQLAlchemyJobStore), batched.
-    """
-    if not isinstance(jobstore, SQLAlchemyJobStore):  # other stores: one by one
-        for job, next_run in advances:
-            if next_run is None:
-                jobstore.remove_job(job.id)
-            else:
-                job._modify(next_run_time=next_run)
-                jobstore.update_job(job)
-        return
-    table = jobstore.jobs_t
-    updates = []
-    removals = []
-    for job, next_run in advances:
-        if next_run is None:
-            removals.append(job.id)
-            continue
-        job._modify(next_run_time=next_run)
-        updates.append(
-            {
-                "job_id": job.id,
-                "next": datetime_to_utc_timestamp(next_run),
-                "state": pickle.dumps(job.__getstate__(), jobstore.pickle_protocol),
-            }
-        )
-    with jobstore.engine.begin() as conn:
-        if updates:
-            conn.execute(
-                table.update()
-                .where(table.c.id == bindparam("job_id"))
-                .values(next_run_time=bindparam("next"), job_state=bindparam("state")),
-                updates,
-            )
-        if removals:
-            conn.execute(table.delete().where(table.c.id.in_(removals)))

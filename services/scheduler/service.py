@@ -14,20 +14,22 @@ from datetime import timedelta
 from typing import TypeVar
 
 import dramatiq
-from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
 from sqlalchemy import Engine
 
 from services import metrics
 from services.redact import redact
 from services.scheduler.dispatch import Dispatcher
 from services.scheduler.fenced import FencedScheduler, FireHandler
+from services.scheduler.jobstore import ScheduleJobStore
 from services.scheduler.lease import Lease
-from services.scheduler.sync import sync_jobs, sync_schedule_rows
+from services.scheduler.sync import sync_jobs
 from services.schedules.spec import ScheduleSpec
+from services.schedules.triggers import build_trigger
 from services.settings import Settings
 from services.store.fence import Fence
 from services.store.instances import InstanceRegistry
 from services.store.retention import prune
+from services.store.schedule_rows import sync_schedule_rows
 from services.timeutil import utcnow
 from services.watch.alerter import Alerter
 from services.watch.watchdog import Watchdog, WatchdogRunner
@@ -130,13 +132,14 @@ class SchedulerService:
             extra={"action": "lease_acquired"},
         )
         self.lease_changes += 1
-        handler = FireHandler(self.engine, self.fence, self.dispatcher, self.specs)
-        scheduler = FencedScheduler(handler, may_fire=self.lease.valid)
-        scheduler.add_jobstore(SQLAlchemyJobStore(engine=self.engine), "default")
+        triggers = {name: build_trigger(spec) for name, spec in self.specs.items()}
+        handler = FireHandler(self.engine, self.fence, self.dispatcher, self.specs, triggers)
+        store = ScheduleJobStore(self.engine, triggers)
+        scheduler = FencedScheduler(handler, store, may_fire=self.lease.valid)
         try:
             sync_schedule_rows(self.engine, self.specs)
+            sync_jobs(store, self.specs, triggers)
             scheduler.start(paused=True)
-            sync_jobs(scheduler, self.specs)
             if not self.lease.valid():
                 raise RuntimeError("the lease expired while syncing schedules")
             scheduler.resume()

@@ -2,13 +2,12 @@
 
 ``INSERT … ON CONFLICT DO NOTHING RETURNING`` returns only the rows this caller
 won, so two schedulers that both believe they lead still fire each time once
-(DESIGN invariant 1). Rows start ``pending``; they become ``enqueued`` once the
-broker has the message, and the leader re-sends rows left pending (invariant 4).
+(docs/design.md, the fence). Rows start ``pending``; they become ``enqueued`` once the
+broker has the message, and the leader re-sends rows left pending (docs/design.md, sending).
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import uuid
 from dataclasses import dataclass
@@ -18,11 +17,12 @@ from typing import Any
 from sqlalchemy import Engine, and_, select, update
 
 from services import metrics
-from services.constants import FIRE_OPTION
+from services.fire_message import build_message
 from services.schedules.spec import ScheduleSpec
 from services.store.engines import upsert
 from services.store.tables import fires
-from services.timeutil import as_utc, iso, utcnow
+from services.timeutil import as_utc, utcnow
+from services.vocabulary import FireKind, FireStatus
 
 logger = logging.getLogger(__name__)
 
@@ -31,8 +31,9 @@ logger = logging.getLogger(__name__)
 class FireRequest:
     schedule: str
     scheduled_for: datetime
-    kind: str  # scheduled | catchup | manual
-    status: str  # pending | skipped | missed
+    kind: FireKind
+    #: pending (to be sent), or skipped / missed (recorded by the catch-up policy, not run)
+    status: FireStatus
     message: dict[str, Any]
     error: str | None = None
 
@@ -48,45 +49,11 @@ class Fire:
     message: dict[str, Any]
 
 
-def ms(delta: timedelta) -> int:
-    return int(delta.total_seconds() * 1000)
-
-
-def jitter_ms(spec: ScheduleSpec, scheduled_for: datetime) -> int:
-    """A delay in [0, jitter) derived from the fire itself, so every replica agrees."""
-    if spec.jitter is None:
-        return 0
-    digest = hashlib.sha256(f"{spec.name}|{iso(scheduled_for)}".encode()).digest()
-    return int.from_bytes(digest[:8], "big") % max(ms(spec.jitter), 1)
-
-
-def build_message(spec: ScheduleSpec, scheduled_for: datetime, kind: str) -> dict[str, Any]:
-    """Everything needed to send (and re-send) this fire's Dramatiq message."""
-    options: dict[str, Any] = {
-        "max_retries": spec.max_retries,
-        "min_backoff": ms(spec.min_backoff),
-        "max_backoff": ms(spec.max_backoff),
-        FIRE_OPTION: {
-            "schedule": spec.name,
-            "scheduled_for": iso(scheduled_for),
-            "kind": kind,
-            "overlap": spec.overlap,
-        },
-    }
-    if spec.time_limit is not None:
-        options["time_limit"] = ms(spec.time_limit)
-    return {
-        "queue_name": spec.queue,
-        "actor_name": spec.actor,
-        "args": list(spec.args),
-        "kwargs": dict(spec.kwargs),
-        "options": options,
-        "jitter_ms": jitter_ms(spec, scheduled_for),
-    }
-
-
 def request(
-    spec: ScheduleSpec, scheduled_for: datetime, kind: str, status: str = "pending"
+    spec: ScheduleSpec,
+    scheduled_for: datetime,
+    kind: FireKind,
+    status: FireStatus = FireStatus.PENDING,
 ) -> FireRequest:
     return FireRequest(
         spec.name, scheduled_for, kind, status, build_message(spec, scheduled_for, kind)
@@ -116,7 +83,7 @@ class Fence:
                 "message": r.message,
                 "fired_by": self.instance_id,
                 "created_at": now,
-                "finished_at": now if r.status != "pending" else None,
+                "finished_at": now if r.status != FireStatus.PENDING else None,
                 "error": r.error,
             }
             for r in requests
@@ -142,7 +109,7 @@ class Fence:
         return [
             Fire(r.id, r.schedule, as_utc(r.scheduled_for), r.message_id, r.message)  # type: ignore[arg-type]
             for r in rows
-            if r.status == "pending"
+            if r.status == FireStatus.PENDING
         ]
 
     def mark_enqueued(self, ids: list[int]) -> None:
@@ -151,8 +118,8 @@ class Fence:
         with self.engine.begin() as conn:
             conn.execute(
                 update(fires)
-                .where(and_(fires.c.id.in_(ids), fires.c.status == "pending"))
-                .values(status="enqueued", enqueued_at=utcnow())
+                .where(and_(fires.c.id.in_(ids), fires.c.status == FireStatus.PENDING))
+                .values(status=FireStatus.ENQUEUED, enqueued_at=utcnow())
             )
 
     def pending(self, older_than: float, limit: int = 500) -> list[Fire]:
@@ -166,7 +133,7 @@ class Fence:
                 fires.c.message_id,
                 fires.c.message,
             )
-            .where(and_(fires.c.status == "pending", fires.c.created_at < cutoff))
+            .where(and_(fires.c.status == FireStatus.PENDING, fires.c.created_at < cutoff))
             .order_by(fires.c.id)
             .limit(limit)
         )

@@ -27,18 +27,13 @@ from sqlalchemy import Engine, and_, select, update
 from services.store.engines import is_postgres, upsert
 from services.store.tables import incidents
 from services.timeutil import as_utc, iso
-
-#: Kinds that are a state seen on each watchdog pass: resolved when no longer seen.
-STATE_KINDS = ("overdue", "stuck", "never_enqueued")
-#: Kinds that are events about a fire: resolved when a fire of the schedule at least as
-#: new as the incident's newest one succeeds.
-EVENT_KINDS = ("failed", "missed", "lost")
+from services.vocabulary import IncidentKind
 
 
 @dataclass(frozen=True)
 class Incident:
     id: int
-    kind: str
+    kind: IncidentKind
     schedule: str
     fire_id: int | None
     subject: str | None
@@ -56,7 +51,7 @@ class Incident:
         m = row._mapping
         return cls(
             id=m["id"],
-            kind=m["kind"],
+            kind=IncidentKind(m["kind"]),
             schedule=m["schedule"],
             fire_id=m["fire_id"],
             subject=m["subject"],
@@ -105,7 +100,7 @@ class IncidentStore:
 
     def record(
         self,
-        kind: str,
+        kind: IncidentKind,
         schedule: str,
         now: datetime,
         *,

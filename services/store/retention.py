@@ -12,7 +12,8 @@ from datetime import datetime
 
 from sqlalchemy import Engine, and_, delete, select
 
-from services.store.tables import FINAL_FIRE_STATUSES, attempts, fires, incidents
+from services.store.tables import attempts, fires, incidents
+from services.vocabulary import FINAL_FIRE_STATUSES
 
 logger = logging.getLogger(__name__)
 

@@ -6,10 +6,13 @@ through ``services.timeutil.as_utc``.
 
 from __future__ import annotations
 
+from enum import StrEnum
+
 from sqlalchemy import (
     JSON,
     BigInteger,
     Boolean,
+    CheckConstraint,
     Column,
     DateTime,
     Float,
@@ -26,12 +29,15 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import JSONB
 
+from services.vocabulary import AttemptStatus, FireKind, FireStatus, IncidentKind
+
 #: Explicit constraint names so Alembic migrations can refer to them on every backend.
 NAMING = {
     "ix": "ix_%(column_0_label)s",
     "uq": "uq_%(table_name)s_%(column_0_name)s",
     "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
     "pk": "pk_%(table_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
 }
 
 metadata = MetaData(naming_convention=NAMING)
@@ -40,31 +46,12 @@ Id = BigInteger().with_variant(Integer, "sqlite")  # SQLite autoincrements INTEG
 Json = JSON().with_variant(JSONB(), "postgresql")
 Tz = DateTime(timezone=True)
 
-#: Statuses of a fire (one scheduled run of a schedule).
-FIRE_STATUSES = (
-    "pending",  # row written, message not yet sent
-    "enqueued",  # message sent to the broker
-    "running",  # an attempt is running
-    "retrying",  # an attempt failed, another will follow
-    "succeeded",
-    "failed",  # final: retries exhausted or not retryable
-    "timed_out",  # final: the last attempt hit its time limit
-    "skipped",  # not run on purpose (overlap: skip, catchup: latest)
-    "missed",  # fell outside the catch-up window; never run
-    "abandoned",  # its worker died; the watchdog gave up on it
-)
-FINAL_FIRE_STATUSES = ("succeeded", "failed", "timed_out", "skipped", "missed", "abandoned")
 
-#: Statuses of one attempt (one delivery of a fire's message to an actor).
-ATTEMPT_STATUSES = (
-    "running",
-    "succeeded",
-    "retrying",
-    "failed",
-    "timed_out",
-    "skipped",
-    "abandoned",
-)
+def _one_of(column: str, values: type[StrEnum], name: str) -> CheckConstraint:
+    """A CHECK that ``column`` holds a member of ``values`` (the vocabulary, in the database)."""
+    listed = ", ".join(f"'{v.value}'" for v in values)
+    return CheckConstraint(f"{column} IN ({listed})", name=name)
+
 
 schedules = Table(
     "cronwork_schedules",
@@ -88,8 +75,8 @@ fires = Table(
     Column("schedule", String(64), nullable=False),
     # The trigger's own time (never "now"): with `schedule` it is the fence.
     Column("scheduled_for", Tz, nullable=False),
-    Column("kind", String(16), nullable=False),  # scheduled | catchup | manual
-    Column("status", String(16), nullable=False),
+    Column("kind", String(16), nullable=False),  # services.vocabulary.FireKind
+    Column("status", String(16), nullable=False),  # services.vocabulary.FireStatus
     # Chosen when the row is written, so a re-send is the same message.
     Column("message_id", String(36), nullable=False),
     # Exactly what to send (actor, queue, args, kwargs, options): re-sends need nothing else.
@@ -101,6 +88,10 @@ fires = Table(
     Column("finished_at", Tz),
     Column("attempts", Integer, nullable=False, server_default=text("0")),
     Column("error", Text),
+    # The exception's type name of the last attempt (``error`` holds its message).
+    Column("error_type", String(200)),
+    _one_of("status", FireStatus, "status"),
+    _one_of("kind", FireKind, "kind"),
     UniqueConstraint("schedule", "scheduled_for", name="uq_cronwork_fires_schedule_time"),
     Index("ix_cronwork_fires_status_created", "status", "created_at"),
     Index("ix_cronwork_fires_scheduled_for", "scheduled_for"),
@@ -129,6 +120,7 @@ attempts = Table(
     Column("result", Json),
     Index("ix_cronwork_attempts_fire_id", "fire_id"),
     Index("ix_cronwork_attempts_status", "status"),
+    _one_of("status", AttemptStatus, "status"),
 )
 
 instances = Table(
@@ -145,6 +137,7 @@ instances = Table(
 )
 
 #: APScheduler 3's SQLAlchemyJobStore table, created here so migrations own the schema.
+#: ``job_state`` holds JSON naming no module (services/scheduler/jobstore.py).
 apscheduler_jobs = Table(
     "apscheduler_jobs",
     metadata,
@@ -152,9 +145,6 @@ apscheduler_jobs = Table(
     Column("next_run_time", Float(25), index=True),
     Column("job_state", LargeBinary, nullable=False),
 )
-
-#: Kinds of incident the watchdog and the final-failure hook record (services/incidents.py).
-INCIDENT_KINDS = ("overdue", "stuck", "lost", "never_enqueued", "missed", "failed")
 
 #: One row per incident: opened once, repeats folded into it (count), resolved once.
 incidents = Table(
@@ -184,4 +174,5 @@ incidents = Table(
         sqlite_where=text("resolved_at IS NULL"),
     ),
     Index("ix_cronwork_incidents_opened_at", "opened_at"),
+    _one_of("kind", IncidentKind, "kind"),
 )

@@ -132,7 +132,7 @@ def history(engine: Engine, schedule: str | None = None, limit: int = 20) -> lis
             "scheduled_for": iso(r.scheduled_for),
             "kind": r.kind,
             "status": r.status,
-            "error": r.error,
+            "error": f"{r.error_type}: {r.error}" if r.error_type else r.error,
             "attempts": by_fire[r.id],
         }
         for r in rows

@@ -31,6 +31,7 @@ from services.schedules.spec import ScheduleSpec
 from services.settings import Settings
 from services.store.incidents import Incident, IncidentStore
 from services.timeutil import utcnow
+from services.vocabulary import IncidentKind
 from services.watch.slack import SlackSender, render
 
 logger = logging.getLogger(__name__)
@@ -123,7 +124,7 @@ class Alerter:
 
     def finding(
         self,
-        kind: str,
+        kind: IncidentKind,
         schedule: str,
         now: datetime,
         *,
@@ -204,7 +205,7 @@ class Alerter:
 
     def _record_failure(self, info: FailureInfo) -> None:
         outcome = self.store.record(
-            "failed",
+            IncidentKind.FAILED,
             info.schedule,
             utcnow(),
             details=info.details(),

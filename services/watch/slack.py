@@ -31,6 +31,7 @@ from slack_sdk.webhook import WebhookClient
 from services.redact import redact
 from services.schedules.spec import ScheduleSpec
 from services.timeutil import as_utc, iso
+from services.vocabulary import IncidentKind
 
 logger = logging.getLogger(__name__)
 
@@ -121,12 +122,12 @@ class SlackSender:
 # -- messages ----------------------------------------------------------------------------
 
 TITLES = {
-    "failed": "failed",
-    "overdue": "is overdue",
-    "stuck": "has a stuck run",
-    "lost": "lost a run (its worker died)",
-    "never_enqueued": "has fires that were never enqueued",
-    "missed": "missed fires",
+    IncidentKind.FAILED: "failed",
+    IncidentKind.OVERDUE: "is overdue",
+    IncidentKind.STUCK: "has a stuck run",
+    IncidentKind.LOST: "lost a run (its worker died)",
+    IncidentKind.NEVER_ENQUEUED: "has fires that were never enqueued",
+    IncidentKind.MISSED: "missed fires",
 }
 
 

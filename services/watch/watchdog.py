@@ -49,9 +49,7 @@ from services.redact import redact
 from services.schedules.spec import ScheduleSpec
 from services.schedules.triggers import build_trigger
 from services.settings import Settings
-from services.store.incidents import EVENT_KINDS, STATE_KINDS
 from services.store.tables import (
-    FINAL_FIRE_STATUSES,
     attempts,
     fires,
     incidents,
@@ -59,6 +57,14 @@ from services.store.tables import (
     schedules,
 )
 from services.timeutil import as_utc, iso, utcnow
+from services.vocabulary import (
+    EVENT_INCIDENTS,
+    FINAL_FIRE_STATUSES,
+    STATE_INCIDENTS,
+    AttemptStatus,
+    FireStatus,
+    IncidentKind,
+)
 from services.watch import sentry as cw_sentry
 from services.watch.alerter import Alerter
 
@@ -134,7 +140,9 @@ class Watchdog:
         self.alerter.redeliver(now)
         return report
 
-    def _finding(self, report: Report, kind: str, schedule: str, now: datetime, **kw: Any) -> None:
+    def _finding(
+        self, report: Report, kind: IncidentKind, schedule: str, now: datetime, **kw: Any
+    ) -> None:
         report.found.add((kind, schedule))
         self.alerter.finding(kind, schedule, now, **kw)
 
@@ -155,7 +163,7 @@ class Watchdog:
             .select_from(
                 attempts.outerjoin(instances, instances.c.instance_id == attempts.c.instance_id)
             )
-            .where(attempts.c.status == "running")
+            .where(attempts.c.status == AttemptStatus.RUNNING)
         )
         with self.engine.connect() as conn:
             rows = conn.execute(query).all()
@@ -177,7 +185,7 @@ class Watchdog:
             running_for = now - as_utc(newest.started_at)  # type: ignore[operator]
             self._finding(
                 report,
-                "stuck",
+                IncidentKind.STUCK,
                 schedule,
                 now,
                 fire_id=newest.fire_id,
@@ -207,11 +215,11 @@ class Watchdog:
                     and_(
                         attempts.c.message_id == r.message_id,
                         attempts.c.attempt == r.attempt,
-                        attempts.c.status == "running",
+                        attempts.c.status == AttemptStatus.RUNNING,
                     )
                 )
                 .values(
-                    status="abandoned",
+                    status=AttemptStatus.ABANDONED,
                     finished_at=now,
                     error_type="WorkerLost",
                     error_message=f"abandoned by the watchdog: {why}",
@@ -222,7 +230,7 @@ class Watchdog:
             fire = conn.execute(
                 select(fires.c.message, fires.c.status).where(fires.c.id == r.fire_id)
             ).first()
-            live = ("running", "retrying", "enqueued")
+            live = (FireStatus.RUNNING, FireStatus.RETRYING, FireStatus.ENQUEUED)
             if fire is not None and fire.status in live:
                 if policy == "resend":
                     message = copy.deepcopy(fire.message)
@@ -231,14 +239,14 @@ class Watchdog:
                     conn.execute(
                         update(fires)
                         .where(and_(fires.c.id == r.fire_id, fires.c.status.in_(live)))
-                        .values(status="pending", message=message, error=f"lost: {why}")
+                        .values(status=FireStatus.PENDING, message=message, error=f"lost: {why}")
                     )
                     report.resent.append(r.fire_id)
                 else:
                     conn.execute(
                         update(fires)
                         .where(and_(fires.c.id == r.fire_id, fires.c.status.in_(live)))
-                        .values(status="abandoned", finished_at=now, error=f"lost: {why}")
+                        .values(status=FireStatus.ABANDONED, finished_at=now, error=f"lost: {why}")
                     )
                     report.abandoned.append(r.fire_id)
         logger.warning(
@@ -254,7 +262,7 @@ class Watchdog:
             cw_sentry.checkin(spec, r.message_id, "error")
         self._finding(
             report,
-            "lost",
+            IncidentKind.LOST,
             r.schedule,
             now,
             fire_id=r.fire_id,
@@ -281,7 +289,7 @@ class Watchdog:
             )
             .where(
                 and_(
-                    fires.c.status == "pending",
+                    fires.c.status == FireStatus.PENDING,
                     fires.c.created_at < now - self.never_enqueued_after,
                 )
             )
@@ -292,7 +300,7 @@ class Watchdog:
         for r in rows:
             self._finding(
                 report,
-                "never_enqueued",
+                IncidentKind.NEVER_ENQUEUED,
                 r.schedule,
                 now,
                 details={
@@ -314,7 +322,7 @@ class Watchdog:
                         incidents.c.schedule,
                         func.max(incidents.c.fire_id).label("fire_id"),
                     )
-                    .where(incidents.c.kind.in_(("missed", "failed")))
+                    .where(incidents.c.kind.in_((IncidentKind.MISSED, IncidentKind.FAILED)))
                     .group_by(incidents.c.kind, incidents.c.schedule)
                 )
             }
@@ -325,21 +333,24 @@ class Watchdog:
                     fires.c.status,
                     fires.c.scheduled_for,
                     fires.c.error,
+                    fires.c.error_type,
                 )
                 .where(
                     and_(
                         fires.c.created_at > since,
-                        fires.c.status.in_(("missed", "failed", "timed_out")),
+                        fires.c.status.in_(
+                            (FireStatus.MISSED, FireStatus.FAILED, FireStatus.TIMED_OUT)
+                        ),
                     )
                 )
                 .order_by(fires.c.id)
             ).all()
-        groups: dict[tuple[str, str], list[Any]] = {}
+        groups: dict[tuple[IncidentKind, str], list[Any]] = {}
         for f in found:
-            kind = "missed" if f.status == "missed" else "failed"
+            kind = IncidentKind.MISSED if f.status == FireStatus.MISSED else IncidentKind.FAILED
             if f.id <= covered.get((kind, f.schedule), 0):
                 continue
-            if kind == "failed":
+            if kind == IncidentKind.FAILED:
                 # Skip failures the worker's hook is probably still recording.
                 fin = self._finished_at(f.id)
                 if fin is not None and fin > now - FAILED_BACKSTOP_DELAY:
@@ -352,15 +363,15 @@ class Watchdog:
                 "scheduled_for": iso(newest.scheduled_for),
                 "actor": spec.actor if spec else None,
             }
-            if kind == "missed":
+            if kind == IncidentKind.MISSED:
                 details["summary"] = (
                     f"{len(rows)} fire(s) missed (outside the catch-up window), "
                     f"the newest at {iso(newest.scheduled_for)}"
                 )
             else:
-                error = newest.error or ""
-                etype, _, text = error.partition(": ")
-                details.update(error_type=etype or None, error=text or error, status=newest.status)
+                details.update(
+                    error_type=newest.error_type, error=newest.error or "", status=newest.status
+                )
             self._finding(
                 report,
                 kind,
@@ -414,7 +425,7 @@ class Watchdog:
                 continue
             self._finding(
                 report,
-                "overdue",
+                IncidentKind.OVERDUE,
                 name,
                 now,
                 subject=f"fire due {iso(e)}",
@@ -437,9 +448,9 @@ class Watchdog:
         for inc in open_incidents:
             key = (inc.kind, inc.schedule)
             try:
-                if inc.kind in STATE_KINDS:
+                if inc.kind in STATE_INCIDENTS:
                     clear = key not in report.found and not report.failed_steps
-                elif inc.kind in EVENT_KINDS:
+                elif inc.kind in EVENT_INCIDENTS:
                     clear = self._succeeded_since(inc.schedule, inc.fire_id, inc.opened_at)
                 else:
                     clear = False
@@ -449,7 +460,7 @@ class Watchdog:
                 logger.error("could not resolve incident #%d: %s", inc.id, redact(str(exc)))
 
     def _succeeded_since(self, schedule: str, fire_id: int | None, opened: datetime) -> bool:
-        cond = [fires.c.schedule == schedule, fires.c.status == "succeeded"]
+        cond = [fires.c.schedule == schedule, fires.c.status == FireStatus.SUCCEEDED]
         if fire_id is not None:
             cond.append(fires.c.id >= fire_id)
         else:

@@ -32,6 +32,7 @@ from services.context import current_fire
 from services.redact import redact
 from services.schedules.spec import ScheduleSpec
 from services.settings import Settings
+from services.vocabulary import FireStatus
 from services.watch import sentry as cw_sentry
 from services.watch.alerter import Alerter, FailureInfo
 from services.worker.tracking import Tracking
@@ -126,7 +127,9 @@ class AlertHook(Middleware):
             error=redact(str(exception) or type(exception).__name__),
             duration_ms=int((time.monotonic() - run.started) * 1000),
             instance_id=self.instance_id,
-            status="timed_out" if isinstance(exception, TimeLimitExceeded) else "failed",
+            status=FireStatus.TIMED_OUT
+            if isinstance(exception, TimeLimitExceeded)
+            else FireStatus.FAILED,
             sentry_event_id=event_id,
         )
         self.alerter.final_failure(info)

@@ -30,13 +30,17 @@ from services.redact import redact
 from services.store.engines import is_postgres, upsert
 from services.store.tables import attempts, fires, schedules
 from services.timeutil import utcnow
+from services.vocabulary import (
+    IN_PROGRESS_FIRE_STATUSES,
+    AttemptStatus,
+    FireKind,
+    FireStatus,
+)
 
 logger = logging.getLogger(__name__)
 
 #: Error messages are cut to this many characters in the attempt row.
 MAX_ERROR_CHARS = 4000
-#: Fire statuses that mean "a previous run is still in progress" for overlap: skip.
-IN_PROGRESS = ("running", "retrying")
 
 
 @dataclass
@@ -89,7 +93,7 @@ class _Statements:
             update(fires)
             .where(fires.c.id == bindparam("f_id"))
             .values(
-                status="running",
+                status=FireStatus.RUNNING,
                 started_at=func.coalesce(fires.c.started_at, bindparam("f_started")),
                 attempts=bindparam("f_attempts"),
                 finished_at=None,
@@ -119,6 +123,7 @@ class _Statements:
                 status=bindparam("f_status"),
                 finished_at=bindparam("f_finished"),
                 error=bindparam("f_error"),
+                error_type=bindparam("f_error_type"),
             )
         )
 
@@ -183,14 +188,14 @@ class Tracking(Middleware):
                 skip_reason,
                 extra={"action": "fire_skipped", "schedule": att.schedule},
             )
-            metrics.record_attempt(att.schedule, "skipped", None)
+            metrics.record_attempt(att.schedule, AttemptStatus.SKIPPED, None)
             raise SkipMessage(skip_reason)
         self._local.attempt = att
         _set_current(
             FireInfo(
                 schedule=att.schedule,
                 scheduled_for=datetime.fromisoformat(opts["scheduled_for"].replace("Z", "+00:00")),
-                kind=opts.get("kind", "scheduled"),
+                kind=opts.get("kind", FireKind.SCHEDULED),
                 fire_id=att.fire_id,
                 message_id=att.message_id,
                 attempt=att.attempt,
@@ -211,14 +216,15 @@ class Tracking(Middleware):
         if att is None:
             return
         if exception is None:
-            status = fire_status = "succeeded"
+            status, fire_status = AttemptStatus.SUCCEEDED, FireStatus.SUCCEEDED
         else:
             timed_out = isinstance(exception, TimeLimitExceeded)
             if message.failed:
-                status = fire_status = "timed_out" if timed_out else "failed"
+                status = AttemptStatus.TIMED_OUT if timed_out else AttemptStatus.FAILED
+                fire_status = FireStatus(status)
             else:
-                status = "timed_out" if timed_out else "retrying"
-                fire_status = "retrying"
+                status = AttemptStatus.TIMED_OUT if timed_out else AttemptStatus.RETRYING
+                fire_status = FireStatus.RETRYING
         try:
             self._finish(att, status, fire_status, result, exception)
         except Exception:
@@ -237,7 +243,7 @@ class Tracking(Middleware):
         _set_current(None)
         if att is not None:
             try:
-                self._finish(att, "skipped", "skipped", None, None)
+                self._finish(att, AttemptStatus.SKIPPED, FireStatus.SKIPPED, None, None)
             except Exception:
                 logger.exception("tracking write failed for skipped %s", att.schedule)
 
@@ -256,7 +262,7 @@ class Tracking(Middleware):
                 )
                 return None
             att.fire_id = fire.id
-            if fire.status == "succeeded":
+            if fire.status == FireStatus.SUCCEEDED:
                 # A re-send carries the same attempt number as the run that succeeded:
                 # record the skip as the next attempt instead of overwriting that row.
                 last = conn.execute(
@@ -266,9 +272,11 @@ class Tracking(Middleware):
                 ).scalar()
                 if last is not None and last >= att.attempt:
                     att.attempt = last + 1
-                self._write_attempt(conn, att, "skipped", error="fire already succeeded")
+                self._write_attempt(
+                    conn, att, AttemptStatus.SKIPPED, error="fire already succeeded"
+                )
                 return "fire already succeeded"
-            if overlap == "skip" and fire.status not in IN_PROGRESS:
+            if overlap == "skip" and fire.status not in IN_PROGRESS_FIRE_STATUSES:
                 if pg:  # serialise concurrent starts of one schedule
                     conn.execute(
                         select(schedules.c.name)
@@ -281,21 +289,21 @@ class Tracking(Middleware):
                         and_(
                             fires.c.schedule == att.schedule,
                             fires.c.id != fire.id,
-                            fires.c.status.in_(IN_PROGRESS),
+                            fires.c.status.in_(IN_PROGRESS_FIRE_STATUSES),
                         )
                     )
                     .limit(1)
                 ).first()
                 if busy is not None:
                     reason = f"previous run (fire {busy.id}) still running; overlap: skip"
-                    self._write_attempt(conn, att, "skipped", error=reason)
+                    self._write_attempt(conn, att, AttemptStatus.SKIPPED, error=reason)
                     conn.execute(
                         update(fires)
                         .where(fires.c.id == fire.id)
-                        .values(status="skipped", finished_at=att.started_at, error=reason)
+                        .values(status=FireStatus.SKIPPED, finished_at=att.started_at, error=reason)
                     )
                     return reason
-            self._write_attempt(conn, att, "running")
+            self._write_attempt(conn, att, AttemptStatus.RUNNING)
             conn.execute(
                 self.sql.start_fire,
                 {"f_id": fire.id, "f_started": att.started_at, "f_attempts": att.attempt + 1},
@@ -303,7 +311,7 @@ class Tracking(Middleware):
         return None
 
     def _write_attempt(
-        self, conn: Connection, att: _Attempt, status: str, *, error: str | None = None
+        self, conn: Connection, att: _Attempt, status: AttemptStatus, *, error: str | None = None
     ) -> None:
         values: dict[str, Any] = {
             "message_id": att.message_id,
@@ -313,8 +321,8 @@ class Tracking(Middleware):
             "status": status,
             "started_at": att.started_at,
             "instance_id": self.instance_id,
-            "finished_at": att.started_at if status == "skipped" else None,
-            "duration_ms": 0 if status == "skipped" else None,
+            "finished_at": att.started_at if status == AttemptStatus.SKIPPED else None,
+            "duration_ms": 0 if status == AttemptStatus.SKIPPED else None,
             "error_message": error,
         }
         conn.execute(self.sql.upsert_attempt, values)
@@ -322,8 +330,8 @@ class Tracking(Middleware):
     def _finish(
         self,
         att: _Attempt,
-        status: str,
-        fire_status: str,
+        status: AttemptStatus,
+        fire_status: FireStatus,
         result: Any,
         exception: BaseException | None,
     ) -> None:
@@ -335,7 +343,7 @@ class Tracking(Middleware):
         if exception is not None:
             error_type = type(exception).__name__
             error_message = redact(str(exception) or error_type)[:MAX_ERROR_CHARS]
-        final = fire_status != "retrying"
+        final = fire_status != FireStatus.RETRYING
         with self.engine.begin() as conn:
             conn.execute(
                 self.sql.finish_attempt,
@@ -347,7 +355,7 @@ class Tracking(Middleware):
                     "a_duration": duration_ms,
                     "a_error_type": error_type,
                     "a_error_message": error_message,
-                    "a_result": _jsonable(result) if status == "succeeded" else None,
+                    "a_result": _jsonable(result) if status == AttemptStatus.SUCCEEDED else None,
                 },
             )
             if att.fire_id is not None:
@@ -357,7 +365,8 @@ class Tracking(Middleware):
                         "f_id": att.fire_id,
                         "f_status": fire_status,
                         "f_finished": finished if final else None,
-                        "f_error": f"{error_type}: {error_message}" if error_type else None,
+                        "f_error": error_message,
+                        "f_error_type": error_type,
                     },
                 )
 

@@ -21,10 +21,10 @@ import pytest
 import sentry_sdk
 from sqlalchemy import Engine, select
 
-from services.scheduler.sync import sync_schedule_rows
 from services.schedules.spec import ScheduleSpec
 from services.settings import Settings
 from services.store.engines import make_engine
+from services.store.schedule_rows import sync_schedule_rows
 from services.store.tables import incidents
 from services.timeutil import utcnow
 from services.watch.alerter import Alerter

@@ -88,6 +88,10 @@ def schema(eng: Engine) -> dict[str, Any]:
             "uniques": sorted(
                 (uq["name"], tuple(uq["column_names"])) for uq in insp.get_unique_constraints(table)
             ),
+            "checks": sorted(
+                (ck["name"], " ".join(ck["sqltext"].split()))
+                for ck in insp.get_check_constraints(table)
+            ),
         }
     return out
 
@@ -134,6 +138,11 @@ def test_postgres_upgrade_matches_models(empty_pg_url: str) -> None:
     # The fence itself, spelled out: one row per (schedule, scheduled time).
     assert ("uq_cronwork_fires_schedule_time", ("schedule", "scheduled_for")) in fires["uniques"]
     assert ("ix_cronwork_fires_message_id", ("message_id",), True) in fires["indexes"]
+    # The vocabulary is held by the database too.
+    assert [name for name, _ in fires["checks"]] == [
+        "ck_cronwork_fires_kind",
+        "ck_cronwork_fires_status",
+    ]
     for eng in engine_for(empty_pg_url):
         types = {c["name"]: c["type"] for c in inspect(eng).get_columns("cronwork_fires")}
         assert str(types["message"]) == "JSONB"
@@ -149,6 +158,9 @@ def test_postgres_checks_see_a_drifted_schema(empty_pg_url: str) -> None:
         with eng.begin() as conn:
             conn.execute(text("CREATE INDEX ix_drift ON cronwork_fires (kind)"))
             conn.execute(text("ALTER TABLE cronwork_schedules ALTER COLUMN actor DROP NOT NULL"))
+            conn.execute(
+                text("ALTER TABLE cronwork_attempts DROP CONSTRAINT ck_cronwork_attempts_status")
+            )
         found = diff(eng)
         assert any(d[0] == "remove_index" for d in found)
         assert any(isinstance(d, list) and d[0][0] == "modify_nullable" for d in found)

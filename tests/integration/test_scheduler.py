@@ -16,16 +16,16 @@ from typing import Any
 import dramatiq
 import pytest
 import redis
-from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
 from sqlalchemy import Engine
 
 from services.broker import make_broker
 from services.constants import LEASE_KEY
 from services.scheduler.dispatch import Dispatcher
 from services.scheduler.fenced import FencedScheduler, FireHandler
+from services.scheduler.jobstore import ScheduleJobStore
 from services.scheduler.lease import RedisLease
 from services.scheduler.service import SchedulerService
-from services.scheduler.sync import sync_jobs
+from services.scheduler.sync import SyncReport, sync_jobs
 from services.schedules.spec import ScheduleSpec
 from services.schedules.triggers import build_trigger
 from services.settings import Settings
@@ -51,9 +51,9 @@ class Rig:
     ) -> FencedScheduler:
         engine = make_engine(self.pg_url)  # the jobstore disposes it at shutdown
         fence = Fence(engine, instance_id)
-        handler = FireHandler(engine, fence, Dispatcher(self.broker, fence), specs)
-        sched = FencedScheduler(handler, may_fire=may_fire)
-        sched.add_jobstore(SQLAlchemyJobStore(engine=engine), "default")
+        triggers = {name: build_trigger(s) for name, s in specs.items()}
+        handler = FireHandler(engine, fence, Dispatcher(self.broker, fence), specs, triggers)
+        sched = FencedScheduler(handler, ScheduleJobStore(engine, triggers), may_fire=may_fire)
         self.schedulers.append(sched)
         return sched
 
@@ -61,7 +61,7 @@ class Rig:
         """A scheduler started paused with its jobs synced (as a new leader does)."""
         sched = self.scheduler(specs, **kw)
         sched.start(paused=True)
-        sync_jobs(sched, specs)
+        sync(sched, specs)
         return sched
 
     def shutdown(self, sched: FencedScheduler) -> None:
@@ -71,6 +71,10 @@ class Rig:
     def close(self) -> None:
         for sched in self.schedulers:
             self.shutdown(sched)
+
+
+def sync(sched: FencedScheduler, specs: dict[str, ScheduleSpec]) -> SyncReport:
+    return sync_jobs(sched.store, specs, {n: build_trigger(s) for n, s in specs.items()})
 
 
 @pytest.fixture
@@ -114,7 +118,7 @@ def test_sync_adds_keeps_reschedules_and_removes(rig: Rig) -> None:
 
     first = rig.scheduler(specs)
     first.start(paused=True)
-    report = sync_jobs(first, specs)
+    report = sync(first, specs)
     assert sorted(report.added) == ["daily", "hourly", "ticker"]
     now = datetime.now(UTC)
     for name in specs:
@@ -134,7 +138,7 @@ def test_sync_adds_keeps_reschedules_and_removes(rig: Rig) -> None:
     changed_retries = by_name(
         spec("hourly", trigger="cron", cron="0 * * * *", every=None, max_retries=9), daily, ticker
     )
-    report = sync_jobs(second, changed_retries)
+    report = sync(second, changed_retries)
     assert sorted(report.kept) == ["daily", "hourly", "ticker"]
     job = second.get_job("hourly")
     assert job is not None and job.next_run_time == overdue
@@ -147,7 +151,7 @@ def test_sync_adds_keeps_reschedules_and_removes(rig: Rig) -> None:
     )
     third = rig.scheduler(new_specs)
     third.start(paused=True)
-    report = sync_jobs(third, new_specs)
+    report = sync(third, new_specs)
     assert sorted(report.rescheduled) == ["daily", "hourly"]
     assert report.removed == ["ticker"]
     assert third.get_job("ticker") is None
@@ -163,7 +167,7 @@ def test_sync_adds_keeps_reschedules_and_removes(rig: Rig) -> None:
     assert str(local.tzinfo) in ("America/New_York", "EST", "EDT")
 
     # And a re-sync of the new file keeps everything.
-    assert sorted(sync_jobs(third, new_specs).kept) == ["daily", "hourly"]
+    assert sorted(sync(third, new_specs).kept) == ["daily", "hourly"]
 
 
 # -- (b) one scheduler -----------------------------------------------------------------

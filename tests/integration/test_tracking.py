@@ -22,11 +22,11 @@ from sqlalchemy import Engine, text
 from services.broker import make_broker
 from services.context import FireInfo, current_fire
 from services.scheduler.dispatch import Dispatcher
-from services.scheduler.sync import sync_schedule_rows
 from services.schedules.spec import ScheduleSpec
 from services.settings import Settings
 from services.store.engines import make_engine
 from services.store.fence import Fence, Fire, request
+from services.store.schedule_rows import sync_schedule_rows
 from tests.conftest import sa_url
 from tests.integration.conftest import attempt_rows, fire_rows, spec, wait_for
 

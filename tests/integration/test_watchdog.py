@@ -23,11 +23,11 @@ from sqlalchemy import Engine, select, update
 from services.broker import make_broker
 from services.cli import main
 from services.scheduler.dispatch import Dispatcher
-from services.scheduler.sync import sync_schedule_rows
 from services.schedules.spec import ScheduleSpec
 from services.settings import Settings
 from services.store.engines import make_engine
 from services.store.fence import Fence, request
+from services.store.schedule_rows import sync_schedule_rows
 from services.store.tables import fires, incidents, schedules
 from services.timeutil import as_utc, utcnow
 from services.watch.alerter import Alerter
@@ -341,7 +341,7 @@ def test_failed_fire_not_reported_by_a_worker_is_found_and_listed(
         conn.execute(
             update(fires)
             .where(fires.c.id == fire.id)
-            .values(status="failed", finished_at=utcnow(), error="OSError: disk full")
+            .values(status="failed", finished_at=utcnow(), error_type="OSError", error="disk full")
         )
     assert dog.check().found == set()  # the worker's hook gets the first go
     assert dog.check(utcnow() + timedelta(seconds=60)).found == {("failed", "backstop")}

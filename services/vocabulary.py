@@ -1,0 +1,96 @@
+"""cronwork's vocabulary: every status and kind it stores, spelled once.
+
+These values are written to the database (CHECK constraints hold them there, see the
+migrations), printed by the CLI, served by the JSON API and used as metric labels.
+A ``StrEnum`` member *is* its string, so it goes into SQL and JSON as is.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class FireStatus(StrEnum):
+    """Where one fire (one scheduled time of one schedule) stands."""
+
+    #: Row written, message not yet sent to the broker.
+    PENDING = "pending"
+    #: Message sent to the broker.
+    ENQUEUED = "enqueued"
+    #: An attempt is running.
+    RUNNING = "running"
+    #: An attempt failed and another will follow.
+    RETRYING = "retrying"
+    SUCCEEDED = "succeeded"
+    #: Final: retries exhausted, or an exception that is not retried.
+    FAILED = "failed"
+    #: Final: the last attempt hit its time limit.
+    TIMED_OUT = "timed_out"
+    #: Not run on purpose (overlap: skip, catchup: latest).
+    SKIPPED = "skipped"
+    #: Fell outside the catch-up window; never run.
+    MISSED = "missed"
+    #: Its worker died and the schedule says ``on_lost: abandon`` (or resends ran out).
+    ABANDONED = "abandoned"
+
+
+#: A fire in one of these has its outcome: nothing will change it again.
+FINAL_FIRE_STATUSES = frozenset(
+    {
+        FireStatus.SUCCEEDED,
+        FireStatus.FAILED,
+        FireStatus.TIMED_OUT,
+        FireStatus.SKIPPED,
+        FireStatus.MISSED,
+        FireStatus.ABANDONED,
+    }
+)
+#: Not final yet: someone (the leader, a worker, the watchdog) still owes it an outcome.
+UNFINISHED_FIRE_STATUSES = frozenset(set(FireStatus) - FINAL_FIRE_STATUSES)
+#: "A previous run is still in progress" (``overlap: skip``): started, no outcome yet,
+#: including the wait before a retry.
+IN_PROGRESS_FIRE_STATUSES = frozenset({FireStatus.RUNNING, FireStatus.RETRYING})
+
+
+class AttemptStatus(StrEnum):
+    """How one attempt (one delivery of a fire's message that ran, or was skipped) went."""
+
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    #: Failed; the fire will be tried again.
+    RETRYING = "retrying"
+    FAILED = "failed"
+    TIMED_OUT = "timed_out"
+    #: Not run: the fire had already succeeded, a duplicate delivery, or overlap: skip.
+    SKIPPED = "skipped"
+    #: Its worker stopped heartbeating; the watchdog gave up on it.
+    ABANDONED = "abandoned"
+
+
+class FireKind(StrEnum):
+    """Why a fire exists."""
+
+    #: The trigger's own time, fired on time.
+    SCHEDULED = "scheduled"
+    #: A time missed while no scheduler led, fired late by the catch-up policy.
+    CATCHUP = "catchup"
+    #: ``cronwork trigger`` (or the dashboard's "trigger now").
+    MANUAL = "manual"
+
+
+class IncidentKind(StrEnum):
+    """What the watchdog or a worker found wrong with a schedule."""
+
+    OVERDUE = "overdue"
+    STUCK = "stuck"
+    LOST = "lost"
+    NEVER_ENQUEUED = "never_enqueued"
+    MISSED = "missed"
+    FAILED = "failed"
+
+
+#: Incidents that are a state seen on each watchdog pass: resolved when no longer seen.
+STATE_INCIDENTS = frozenset({IncidentKind.OVERDUE, IncidentKind.STUCK, IncidentKind.NEVER_ENQUEUED})
+#: Incidents that are events about a fire: resolved when a fire of the schedule at least
+#: as new as the incident's newest one succeeds.
+EVENT_INCIDENTS = frozenset({IncidentKind.FAILED, IncidentKind.MISSED, IncidentKind.LOST})
