@@ -47,12 +47,12 @@ def _due_instant(setup_estimate: float) -> datetime:
 
 def run_cronwork(n: int, due: datetime) -> tuple[float, float]:
     """Return (sync seconds, lag of the last fire in seconds)."""
-    from services.broker import make_broker
+    from services.broker import sender_broker
 
     with database() as url, redis_prefix() as prefix:
         engine = make_engine(url, pool_size=4)
         settings = Settings(redis_url=REDIS_SERVER, redis_prefix=prefix)  # type: ignore[arg-type]
-        broker = make_broker(settings)
+        broker = sender_broker(settings)
         broker.declare_queue("default")
         specs = {
             f"s{i:05d}": ScheduleSpec(

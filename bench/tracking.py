@@ -16,13 +16,13 @@ import dramatiq
 from dramatiq.brokers.redis import RedisBroker
 
 from bench._support import REDIS_SERVER, database, redis_prefix, table
-from services.broker import make_broker
 from services.scheduler.dispatch import Dispatcher
 from services.schedules.spec import ScheduleSpec
 from services.settings import Settings
 from services.store.engines import make_engine
 from services.store.fence import Fence, request
 from services.vocabulary import FireKind
+from services.worker.broker import worker_broker
 
 THREADS = 8
 
@@ -54,7 +54,7 @@ def run_tracked(n: int) -> float:
     with database() as url, redis_prefix() as prefix:
         engine = make_engine(url, pool_size=THREADS, pre_ping=False)  # as the worker does
         settings = Settings(redis_url=REDIS_SERVER, redis_prefix=prefix)  # type: ignore[arg-type]
-        broker = make_broker(settings, engine_factory=lambda: engine, instance_id="bench")
+        broker = worker_broker(settings, engine_factory=lambda: engine, instance_id="bench")
         dramatiq.actor(actor_name="noop", broker=broker)(lambda: None)
         broker.declare_queue("default")
         fence = Fence(engine, "bench")

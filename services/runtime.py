@@ -9,7 +9,7 @@ from pathlib import Path
 import dramatiq
 from sqlalchemy import Engine, inspect
 
-from services.broker import make_broker
+from services.broker import sender_broker
 from services.errors import ConfigError, CronworkError
 from services.schedules.loader import ScheduleFile, check_actors, load_schedules
 from services.settings import Settings
@@ -53,7 +53,7 @@ def prepare_broker(
     broker: dramatiq.Broker | None = None,
 ) -> dramatiq.Broker:
     """Set the global broker, import the actor modules onto it and check every actor exists."""
-    broker = broker or make_broker(settings)
+    broker = broker or sender_broker(settings)
     dramatiq.set_broker(broker)
     # `imports:` resolve next to schedules.yaml and in the working directory.
     for folder in (Path.cwd(), Path(schedule_file.path).resolve().parent):

@@ -14,6 +14,8 @@ from typing import Any, Protocol
 
 import redis
 
+from services.constants import LEASE_KEY
+from services.settings import Settings
 from services.timeutil import iso, utcnow
 
 #: Compare-and-renew: only the token holder may extend the lease.
@@ -125,3 +127,15 @@ class LocalLease:
         if self._since is None:
             return None
         return {"instance_id": self.instance_id, "since": self._since}
+
+
+def make_lease(settings: Settings) -> Lease:
+    """The lease from settings: in Redis, or local in embedded mode (one process only)."""
+    url = settings.redis_url_value()
+    if url is None:
+        return LocalLease(settings.instance_id, settings.lease_ttl)
+    # A lease call must return well within a renewal period, or a hung Redis would keep a
+    # leader believing it still leads.
+    client = redis.Redis.from_url(url, socket_timeout=max(settings.lease_ttl / 3, 0.5))
+    key = f"{settings.redis_prefix}:{LEASE_KEY}"
+    return RedisLease(client, key, settings.lease_ttl, settings.instance_id)

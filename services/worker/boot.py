@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import os
 
-from services.broker import make_broker
 from services.logs import configure_logging
 from services.runtime import engine_for, load_schedule_file, prepare_broker
 from services.settings import Settings
 from services.watch.sentry import init_sentry
 from services.worker.alert_hook import install as install_alerts
+from services.worker.broker import worker_broker
 
 
 def setup() -> None:
@@ -20,7 +20,7 @@ def setup() -> None:
     instance_id = settings.instance_id
     if int(os.environ.get("CRONWORK_WORKER_PROCESSES", "1")) > 1:
         instance_id = f"{instance_id}-{os.getpid()}"  # one id per worker process
-    broker = make_broker(
+    broker = worker_broker(
         settings,
         engine_factory=lambda: engine_for(settings, pool_size=8, pre_ping=False),
         instance_id=instance_id,

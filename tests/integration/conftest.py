@@ -12,7 +12,7 @@ import dramatiq.broker
 import pytest
 from sqlalchemy import Engine, select
 
-from services.broker import make_broker
+from services import broker as brokers
 from services.schedules.spec import ScheduleSpec
 from services.settings import Settings
 from services.store.tables import attempts, fires
@@ -89,8 +89,8 @@ def _restore_global_broker() -> Iterator[None]:
 
 
 @pytest.fixture
-def sender_broker(settings: Settings) -> Iterator[dramatiq.Broker]:
+def send_broker(settings: Settings) -> Iterator[dramatiq.Broker]:
     """A broker as the scheduler has it: no tracking middleware."""
-    broker = make_broker(settings)
+    broker = brokers.sender_broker(settings)
     yield broker
     broker.close()

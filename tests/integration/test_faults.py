@@ -6,7 +6,7 @@ initdb/pg_ctl as the ``postgres`` OS user (it refuses to run as root), Redis via
 ``redis-server`` without persistence. Each runs on a free port on 127.0.0.1 in a
 temporary directory that is removed afterwards, whatever happens.
 
-The service is built as ``cronwork scheduler`` builds it (services.cli._scheduler_service:
+The service is built as ``cronwork scheduler`` builds it (services.cli.processes.scheduler_service:
 RedisLease with the CLI's socket timeout) and runs ``run()`` on a thread.
 """
 
@@ -37,8 +37,8 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 from sqlalchemy import Engine
 
-from services.broker import make_broker
-from services.cli import _scheduler_service
+from services.broker import sender_broker
+from services.cli.processes import scheduler_service
 from services.scheduler.service import SchedulerService
 from services.schedules.spec import ScheduleSpec
 from services.settings import Settings
@@ -275,8 +275,8 @@ def running_service(
 ) -> Iterator[tuple[SchedulerService, threading.Thread]]:
     """A SchedulerService built as ``cronwork scheduler`` builds it, run() on a thread."""
     engine = make_engine(database_url)
-    broker = make_broker(settings)
-    svc = _scheduler_service(settings, broker, specs, engine)
+    broker = sender_broker(settings)
+    svc = scheduler_service(settings, broker, specs, engine)
     thread = threading.Thread(target=svc.run, name=settings.instance_id, daemon=True)
     thread.start()
     try:

@@ -13,7 +13,7 @@ import dramatiq
 import redis
 from sqlalchemy import Engine, update
 
-from services.broker import make_broker
+from services.broker import sender_broker
 from services.scheduler.dispatch import Dispatcher
 from services.settings import Settings
 from services.store.engines import make_engine
@@ -195,11 +195,11 @@ def _queued_ids(client: redis.Redis, settings: Settings, queue: str = "default")
 
 
 def test_send_enqueues_with_the_fire_message_id_and_marks_enqueued(
-    engine: Engine, settings: Settings, sender_broker: dramatiq.Broker, redis_client: redis.Redis
+    engine: Engine, settings: Settings, send_broker: dramatiq.Broker, redis_client: redis.Redis
 ) -> None:
     fence = Fence(engine, "a")
     won = fence.claim([request(spec(), t, "scheduled") for t in times(3)])
-    assert Dispatcher(sender_broker, fence).send(won) == 3
+    assert Dispatcher(send_broker, fence).send(won) == 3
 
     assert set(_queued_ids(redis_client, settings)) == {f.message_id for f in won}
     assert set(statuses(engine).values()) == {"enqueued"}
@@ -213,13 +213,13 @@ def test_send_enqueues_with_the_fire_message_id_and_marks_enqueued(
 def test_send_with_redis_down_leaves_rows_pending_then_resend_sends_them(
     engine: Engine,
     settings: Settings,
-    sender_broker: dramatiq.Broker,
+    send_broker: dramatiq.Broker,
     redis_client: redis.Redis,
     redis_prefix: str,
 ) -> None:
     fence = Fence(engine, "a")
     won = fence.claim([request(spec(), t, "scheduled") for t in times(3)])
-    dead = make_broker(make_settings(redis_prefix, redis_url=DEAD_REDIS))
+    dead = sender_broker(make_settings(redis_prefix, redis_url=DEAD_REDIS))
     try:
         started = time.monotonic()
         assert Dispatcher(dead, fence).send(won) == 0  # logged, not raised
@@ -230,7 +230,7 @@ def test_send_with_redis_down_leaves_rows_pending_then_resend_sends_them(
     assert _queued_ids(redis_client, settings) == []
 
     time.sleep(0.05)
-    good = Dispatcher(sender_broker, fence)
+    good = Dispatcher(send_broker, fence)
     assert good.resend_pending(older_than=0.01) == 3
     assert set(statuses(engine).values()) == {"enqueued"}
     assert sorted(_queued_ids(redis_client, settings)) == sorted(f.message_id for f in won)
@@ -239,7 +239,7 @@ def test_send_with_redis_down_leaves_rows_pending_then_resend_sends_them(
 
 
 def test_send_marks_what_reached_the_broker_before_a_failure(
-    engine: Engine, sender_broker: dramatiq.Broker
+    engine: Engine, send_broker: dramatiq.Broker
 ) -> None:
     fence = Fence(engine, "a")
     won = fence.claim([request(spec(), t, "scheduled") for t in times(3)])
@@ -251,16 +251,16 @@ def test_send_marks_what_reached_the_broker_before_a_failure(
             self.calls = 0
 
         def get_declared_queues(self) -> set[str]:
-            return sender_broker.get_declared_queues()
+            return send_broker.get_declared_queues()
 
         def declare_queue(self, name: str) -> None:
-            sender_broker.declare_queue(name)
+            send_broker.declare_queue(name)
 
         def enqueue(self, message: dramatiq.Message[object], *, delay: int | None = None) -> None:
             self.calls += 1
             if self.calls > 2:
                 raise redis.ConnectionError("connection reset")
-            sender_broker.enqueue(message, delay=delay)
+            send_broker.enqueue(message, delay=delay)
 
     assert Dispatcher(FlakyBroker(), fence).send(won) == 2  # type: ignore[arg-type]
     st = statuses(engine)

@@ -20,7 +20,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import Engine
 
 from services import metrics
-from services.broker import make_broker
+from services.broker import sender_broker
 from services.constants import LEASE_KEY
 from services.scheduler.lease import RedisLease
 from services.scheduler.service import SchedulerService
@@ -65,7 +65,7 @@ def running(pg_url: str, redis_prefix: str, redis_client: redis.Redis) -> Iterat
     name = f"health-{uuid.uuid4().hex[:8]}"  # metrics are process-global: a name of its own
     settings = make_settings(redis_prefix, database_url=pg_url, instance_id="svc-health")
     eng = make_engine(pg_url)
-    broker = make_broker(settings)
+    broker = sender_broker(settings)
     lease = RedisLease(
         redis_client, f"{redis_prefix}:{LEASE_KEY}", settings.lease_ttl, settings.instance_id
     )

@@ -18,7 +18,7 @@ import pytest
 import redis
 from sqlalchemy import Engine
 
-from services.broker import make_broker
+from services.broker import sender_broker
 from services.constants import LEASE_KEY
 from services.scheduler.dispatch import Dispatcher
 from services.scheduler.fenced import FencedScheduler, FireHandler
@@ -78,8 +78,8 @@ def sync(sched: FencedScheduler, specs: dict[str, ScheduleSpec]) -> SyncReport:
 
 
 @pytest.fixture
-def rig(pg_url: str, sender_broker: dramatiq.Broker) -> Iterator[Rig]:
-    r = Rig(pg_url, sender_broker)
+def rig(pg_url: str, send_broker: dramatiq.Broker) -> Iterator[Rig]:
+    r = Rig(pg_url, send_broker)
     yield r
     r.close()
 
@@ -377,7 +377,7 @@ def test_one_service_leads_and_the_other_takes_over_on_stop(
         for name in ("svc-a", "svc-b"):
             settings = make_settings(redis_prefix, instance_id=name, lease_ttl=3.0)
             eng = make_engine(pg_url)
-            broker = make_broker(settings)
+            broker = sender_broker(settings)
             cleanup += [eng.dispose, broker.close]
             lease = RedisLease(redis_client, key, settings.lease_ttl, name)
             services[name] = SchedulerService(settings, eng, broker, specs, lease)
@@ -436,7 +436,7 @@ def test_the_leader_resends_fires_left_pending(
     )
     settings = make_settings(redis_prefix, instance_id="svc-a", resend_after=0.2)
     eng = make_engine(pg_url)
-    broker = make_broker(settings)
+    broker = sender_broker(settings)
     lease = RedisLease(redis_client, f"{redis_prefix}:{LEASE_KEY}", settings.lease_ttl, "svc-a")
     svc = SchedulerService(settings, eng, broker, by_name(s), lease)
     thread = threading.Thread(target=svc.run, daemon=True)

@@ -19,7 +19,6 @@ import pytest
 import redis
 from sqlalchemy import Engine, text
 
-from services.broker import make_broker
 from services.context import FireInfo, current_fire
 from services.scheduler.dispatch import Dispatcher
 from services.schedules.spec import ScheduleSpec
@@ -27,6 +26,7 @@ from services.settings import Settings
 from services.store.engines import make_engine
 from services.store.fence import Fence, Fire, request
 from services.store.schedule_rows import sync_schedule_rows
+from services.worker.broker import worker_broker
 from tests.conftest import sa_url
 from tests.integration.conftest import attempt_rows, fire_rows, spec, wait_for
 
@@ -53,7 +53,7 @@ class Harness:
             self.engines.append(eng)
             return eng
 
-        self.broker = make_broker(settings, engine_factory=factory, instance_id=instance_id)
+        self.broker = worker_broker(settings, engine_factory=factory, instance_id=instance_id)
         self.fence = Fence(engine, "scheduler-1")
         self.dispatcher = Dispatcher(self.broker, self.fence)
         self.worker: dramatiq.Worker | None = None

@@ -20,7 +20,7 @@ import dramatiq
 import pytest
 from sqlalchemy import Engine, select, update
 
-from services.broker import make_broker
+from services.broker import sender_broker
 from services.cli import main
 from services.scheduler.dispatch import Dispatcher
 from services.schedules.spec import ScheduleSpec
@@ -32,6 +32,7 @@ from services.store.tables import fires, incidents, schedules
 from services.timeutil import as_utc, utcnow
 from services.watch.alerter import Alerter
 from services.watch.watchdog import Watchdog, last_fire_time
+from services.worker.broker import worker_broker
 from tests.integration.alert_servers import SlackServer, slack_server_fixture  # noqa: F401
 from tests.integration.conftest import DEAD_REDIS, attempt_rows, make_settings, spec, wait_for
 from tests.integration.test_tracking import Harness
@@ -147,7 +148,7 @@ def test_stuck_attempt_is_found_and_resolves_when_it_ends(
 def _doomed_worker(pg_url: str, prefix: str) -> None:
     """Child process: a tracking worker with heartbeats, running a job that never ends."""
     settings = make_settings(prefix, heartbeat_interval=0.2, instance_id="doomed-worker")
-    broker = make_broker(settings, engine_factory=lambda: make_engine(pg_url))
+    broker = worker_broker(settings, engine_factory=lambda: make_engine(pg_url))
 
     @dramatiq.actor(actor_name="long_job", broker=broker)
     def long_job() -> None:
@@ -183,7 +184,7 @@ def test_lost_attempt_of_a_killed_worker(
 ) -> None:
     s = spec("long", "long_job", on_lost=policy, max_retries=2)
     dog = Dog(engine, dog_settings, slack_server, s)
-    sender = make_broker(dog_settings)
+    sender = sender_broker(dog_settings)
     try:
         dispatcher = Dispatcher(sender, dog.fence)
         [fire] = dog.fence.claim([request(s, datetime(2026, 2, 1, tzinfo=UTC), "scheduled")])
@@ -276,7 +277,7 @@ def test_fires_left_pending_are_alerted_until_sent(
 ) -> None:
     s = spec("pending-one", "x")
     dog = Dog(engine, dog_settings, slack_server, s)
-    dead = make_broker(make_settings(dog_settings.redis_prefix, redis_url=DEAD_REDIS))
+    dead = sender_broker(make_settings(dog_settings.redis_prefix, redis_url=DEAD_REDIS))
     try:
         won = dog.fence.claim([request(s, datetime(2026, 3, 1, tzinfo=UTC), "scheduled")])
         assert Dispatcher(dead, dog.fence).send(won) == 0  # Redis down: left pending
@@ -288,7 +289,7 @@ def test_fires_left_pending_are_alerted_until_sent(
     assert dog.check(later).found == {("never_enqueued", "pending-one")}
     assert len(dog.texts()) == 1 and "never enqueued" in dog.texts()[0]
 
-    live = make_broker(dog_settings)
+    live = sender_broker(dog_settings)
     try:  # Redis is back: the leader's re-send gets it out
         assert Dispatcher(live, dog.fence).resend_pending(0.0) == 1
     finally:

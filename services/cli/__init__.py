@@ -1,0 +1,107 @@
+"""The ``cronwork`` command line: the parser and the one place errors become exit codes.
+
+The commands live beside it by what they do: ``processes`` (scheduler, worker, up,
+migrate, check), ``reports`` (next, status, history, incidents) and ``steer`` (trigger,
+pause, resume).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Callable, Sequence
+
+from pydantic import ValidationError
+
+from services import __version__
+from services.cli.processes import cmd_check, cmd_migrate, cmd_scheduler, cmd_up, cmd_worker
+from services.cli.reports import cmd_history, cmd_incidents, cmd_next, cmd_status
+from services.cli.steer import cmd_pause, cmd_resume, cmd_trigger
+from services.errors import ConfigError, CronworkError
+from services.logs import configure_logging, secrets_of
+from services.redact import redact
+from services.settings import Settings
+
+logger = logging.getLogger("cronwork")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        settings = Settings()
+    except ValidationError as exc:
+        print(f"cronwork: invalid settings: {redact(str(exc))}", file=sys.stderr)
+        return 2
+    configure_logging(settings)
+    try:
+        return int(args.func(settings, args) or 0)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        print(f"cronwork: {settings.schedules_file} refused; nothing applied", file=sys.stderr)
+        return 1
+    except CronworkError as exc:
+        print(f"cronwork: {redact(str(exc), secrets_of(settings))}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:  # a clean line, never a traceback with a URL in it
+        logger.debug("unexpected error", exc_info=True)
+        print(
+            f"cronwork: {type(exc).__name__}: {redact(str(exc), secrets_of(settings))}",
+            file=sys.stderr,
+        )
+        return 1
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="cronwork", description="Recurring work, on time, once.")
+    p.add_argument("--version", action="version", version=f"cronwork {__version__}")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def cmd(
+        name: str, func: Callable[[Settings, argparse.Namespace], int], help: str
+    ) -> argparse.ArgumentParser:
+        sp = sub.add_parser(name, help=help, description=help)
+        sp.set_defaults(func=func)
+        return sp
+
+    cmd("check", cmd_check, "validate schedules.yaml and that every actor exists")
+    cmd("migrate", cmd_migrate, "create or upgrade the database schema (Alembic upgrade head)")
+    cmd("scheduler", cmd_scheduler, "run a scheduler replica (only the lease holder fires)")
+    w = cmd("worker", cmd_worker, "run Dramatiq workers that execute and track the actors")
+    w.add_argument("--processes", "-p", type=int, default=os.cpu_count() or 1)
+    w.add_argument("--threads", "-t", type=int, default=8)
+    w.add_argument("--queues", "-Q", nargs="+", help="queues to consume (default: all)")
+    w.add_argument(
+        "--check",
+        action="store_true",
+        help="exit 0 if this container's worker heartbeat is fresh, 1 otherwise (liveness)",
+    )
+    up = cmd("up", cmd_up, "scheduler and worker in one process (embedded when no URLs are set)")
+    up.add_argument("--threads", "-t", type=int, default=4)
+    n = cmd("next", cmd_next, "print a schedule's next fire times")
+    n.add_argument("name")
+    n.add_argument("-n", type=int, default=5, help="how many (default 5)")
+    n.add_argument("--after", help="ISO time to start from (default now)")
+    n.add_argument("--json", action="store_true")
+    s = cmd("status", cmd_status, "the lease holder and every schedule's state")
+    s.add_argument("--json", action="store_true")
+    h = cmd("history", cmd_history, "newest fires first, with their attempts")
+    h.add_argument("--schedule")
+    h.add_argument("--limit", type=int, default=20)
+    h.add_argument("--json", action="store_true")
+    i = cmd("incidents", cmd_incidents, "open incidents (watchdog findings, final failures)")
+    i.add_argument("--all", action="store_true", help="resolved ones too (newest first)")
+    i.add_argument("--limit", type=int, default=50)
+    i.add_argument("--json", action="store_true")
+    for name, func, text in (
+        ("trigger", cmd_trigger, "fire a schedule now (kind manual)"),
+        ("pause", cmd_pause, "stop a schedule from firing, until resumed"),
+        ("resume", cmd_resume, "let a paused schedule fire again"),
+    ):
+        cmd(name, func, text).add_argument("name")
+    return p

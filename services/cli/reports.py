@@ -1,0 +1,120 @@
+"""The commands that show what cronwork did and will do: next, status, history, incidents."""
+
+from __future__ import annotations
+
+import argparse
+from datetime import UTC, datetime
+from zoneinfo import ZoneInfo
+
+from services.cli.common import find_spec, load_specs, open_engine, print_json, print_table
+from services.redact import redact
+from services.settings import Settings
+from services.timeutil import iso
+
+
+def cmd_next(settings: Settings, args: argparse.Namespace) -> int:
+    from services.schedules.triggers import build_trigger
+
+    spec = find_spec(settings, args.name)
+    after = datetime.now(UTC)
+    if args.after:
+        after = datetime.fromisoformat(args.after.replace("Z", "+00:00"))
+        if after.tzinfo is None:
+            after = after.replace(tzinfo=ZoneInfo(spec.timezone))
+    trigger = build_trigger(spec)
+    times: list[datetime] = []
+    t = trigger.get_next_fire_time(None, after)
+    while t is not None and len(times) < args.n:
+        times.append(t)
+        t = trigger.get_next_fire_time(t, t)
+    if args.json:
+        print_json([iso(t) for t in times])
+        return 0
+    zone = ZoneInfo(spec.timezone)
+    for t in times:
+        local = t.astimezone(zone)
+        print(f"{iso(t)}  {local:%Y-%m-%d %H:%M:%S %Z} ({spec.timezone})")
+    if not times:
+        print(f"{spec.name} has no fire times after {iso(after)}")
+    return 0
+
+
+def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
+    from services.store.views import status
+
+    data = status(open_engine(settings), load_specs(settings), settings.lease_ttl)
+    if args.json:
+        print_json(data)
+        return 0
+    lead = data["leader"]
+    print(f"leader: {lead['instance_id']} since {lead['since']}" if lead else "leader: none")
+    rows = [("SCHEDULE", "TRIGGER", "ZONE", "NEXT RUN", "LAST", "DURATION")]
+    for s in data["schedules"]:
+        state = (
+            "paused" if s["paused"] else ("disabled" if not s["enabled"] else s["next_run"] or "-")
+        )
+        last = s["last_fire"] or {}
+        dur = last.get("duration_ms")
+        rows.append(
+            (
+                s["name"],
+                s["trigger"],
+                s["timezone"],
+                state,
+                last.get("status", "-"),
+                "-" if dur is None else f"{dur}ms",
+            )
+        )
+    print_table(rows)
+    return 0
+
+
+def cmd_history(settings: Settings, args: argparse.Namespace) -> int:
+    from services.store.views import history
+
+    data = history(open_engine(settings), args.schedule, args.limit)
+    if args.json:
+        print_json(data)
+        return 0
+    rows = [("SCHEDULED FOR", "SCHEDULE", "KIND", "STATUS", "ATTEMPTS", "ERROR")]
+    for f in data:
+        err = (f["error"] or "").splitlines()[0][:60] if f["error"] else ""
+        rows.append(
+            (
+                f["scheduled_for"],
+                f["schedule"],
+                f["kind"],
+                f["status"],
+                str(len(f["attempts"])),
+                err,
+            )
+        )
+    print_table(rows)
+    return 0
+
+
+def cmd_incidents(settings: Settings, args: argparse.Namespace) -> int:
+    from services.store.incidents import IncidentStore
+
+    found = IncidentStore(open_engine(settings)).list(include_resolved=args.all, limit=args.limit)
+    if args.json:
+        print_json([inc.to_json() for inc in found])
+        return 0
+    if not found:
+        print("no open incidents" if not args.all else "no incidents")
+        return 0
+    rows = [("ID", "KIND", "SCHEDULE", "OPENED", "RESOLVED", "COUNT", "SUBJECT")]
+    for inc in found:
+        rows.append(
+            (
+                str(inc.id),
+                inc.kind,
+                inc.schedule,
+                iso(inc.opened_at) or "-",
+                iso(inc.resolved_at) or "open",
+                str(inc.count),
+                redact(inc.subject or ""),
+            )
+        )
+    print_table(rows)
+    return 0
