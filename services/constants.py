@@ -4,6 +4,12 @@ from __future__ import annotations
 
 #: Redis key (after the configured prefix) holding the scheduler lease.
 LEASE_KEY = "scheduler:lease"
+#: Redis key (after the prefix and a colon, then the instance id) of a live worker: set on
+#: every heartbeat with a TTL of ``lost_after``; gone means the worker stopped.
+WORKER_KEY = "worker"
+#: Redis key (after the prefix and a colon, then the Dramatiq message id) saying where the
+#: newest copy of a cronwork message sits in the broker (services/message_refs.py).
+MESSAGE_REF_KEY = "msgref"
 #: Message option carrying the fire's identity; its presence marks a cronwork message.
 FIRE_OPTION = "cronwork"
 #: At most this many missed fires of one gap are recorded one by one (the oldest);

@@ -33,14 +33,20 @@ class FireOptions:
     kind: FireKind
     #: The schedule's ``overlap:`` policy, so a worker needs no schedules.yaml to apply it.
     overlap: str = "allow"
+    #: Times the fire was sent again because a worker running it died. Not Dramatiq's
+    #: ``retries``: a lost worker never uses up one of the schedule's retries.
+    resends: int = 0
 
     def to_option(self) -> dict[str, Any]:
-        return {
+        option: dict[str, Any] = {
             "schedule": self.schedule,
             "scheduled_for": iso(self.scheduled_for),
             "kind": FireKind(self.kind).value,
             "overlap": self.overlap,
         }
+        if self.resends:
+            option["resends"] = self.resends
+        return option
 
     @classmethod
     def from_options(cls, options: dict[str, Any]) -> FireOptions | None:
@@ -53,7 +59,38 @@ class FireOptions:
             scheduled_for=datetime.fromisoformat(str(raw["scheduled_for"]).replace("Z", "+00:00")),
             kind=FireKind(raw.get("kind", FireKind.SCHEDULED)),
             overlap=str(raw.get("overlap", "allow")),
+            resends=int(raw.get("resends", 0)),
         )
+
+
+def attempt_number(options: dict[str, Any]) -> int:
+    """The attempt a delivery is: Dramatiq's retries so far plus the fire's re-sends.
+
+    Two deliveries of the same attempt (a re-send, a broker redelivery) carry the same
+    number, which is what makes the worker's claim on ``(message id, attempt)`` exclusive.
+    """
+    fire = FireOptions.from_options(options)
+    return int(options.get("retries", 0)) + (fire.resends if fire is not None else 0)
+
+
+def retry_options(options: dict[str, Any], attempts: int) -> dict[str, Any]:
+    """The options of the retry that follows a fire's newest attempt (``attempts`` is its
+    number plus one), as Retries would have sent it: to send that retry again."""
+    fire = FireOptions.from_options(options)
+    resends = fire.resends if fire is not None else 0
+    return {**options, "retries": attempts - resends}
+
+
+def with_resends(options: dict[str, Any], resends: int) -> dict[str, Any]:
+    """A copy of a message's options with the fire's re-send count set."""
+    out = dict(options)
+    option = dict(out[FIRE_OPTION])
+    if resends:
+        option["resends"] = resends
+    else:
+        option.pop("resends", None)
+    out[FIRE_OPTION] = option
+    return out
 
 
 def jitter_ms(spec: ScheduleSpec, scheduled_for: datetime) -> int:

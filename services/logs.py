@@ -38,6 +38,11 @@ def secrets_of(settings: Settings) -> list[str]:
     return [v.get_secret_value() for v in values if v is not None]
 
 
+def _dramatiq_noise(record: logging.LogRecord) -> bool:
+    message = record.getMessage()
+    return "Results middleware" not in message and not message.endswith("was skipped.")
+
+
 def configure_logging(settings: Settings, stream: Any = None) -> None:
     handler = logging.StreamHandler(stream or sys.stderr)
     handler.addFilter(RedactingFilter(secrets_of(settings)))
@@ -50,10 +55,9 @@ def configure_logging(settings: Settings, stream: Any = None) -> None:
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(settings.log_level.upper())
-    # Dramatiq warns about every actor return value without its Results backend;
-    # cronwork stores return values itself.
-    logging.getLogger("dramatiq.worker.WorkerThread").addFilter(
-        lambda r: "Results middleware" not in r.getMessage()
-    )
+    # Dramatiq warns about every actor return value without its Results backend (cronwork
+    # stores return values itself), and about every skipped message (tracking logs each
+    # skip with its reason, and a database outage skips every message it puts back).
+    logging.getLogger("dramatiq.worker.WorkerThread").addFilter(_dramatiq_noise)
     for noisy in ("apscheduler", "alembic"):
         logging.getLogger(noisy).setLevel(max(root.level, logging.WARNING))

@@ -61,6 +61,11 @@ class Settings(BaseSettings):
     never_enqueued_after: float = Field(default=60.0, gt=0)
 
     @property
+    def lost_after_seconds(self) -> float:
+        """How long a worker may go without a heartbeat before it counts as stopped."""
+        return self.lost_after or 3 * self.heartbeat_interval
+
+    @property
     def embedded(self) -> bool:
         """True when no Redis is configured: single-process mode with in-memory broker."""
         return self.redis_url is None

@@ -87,6 +87,8 @@ class IncidentKind(StrEnum):
     NEVER_ENQUEUED = "never_enqueued"
     MISSED = "missed"
     FAILED = "failed"
+    #: A fire has had no outcome for longer than its grace, whatever its status.
+    UNFINISHED = "unfinished"
 
 
 #: Incidents that are a state seen on each watchdog pass: resolved when no longer seen.

@@ -94,7 +94,10 @@ def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
     # before Dramatiq starts processes that would each fail on it.
     prepare_broker(settings, load_schedule_file(settings))
     open_engine(settings).dispose()
-    os.environ["CRONWORK_WORKER_PROCESSES"] = str(args.processes)
+    from services.worker.boot import PROCESSES_ENV, THREADS_ENV
+
+    os.environ[PROCESSES_ENV] = str(args.processes)
+    os.environ[THREADS_ENV] = str(args.threads)
     # Spawn, not fork: the children import the actors onto their own tracking broker,
     # instead of inheriting modules already bound to the broker checked above.
     argv = ["services.worker.boot:setup", "--use-spawn", "--processes", str(args.processes)]

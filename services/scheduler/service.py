@@ -10,6 +10,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import TypeVar
 
@@ -17,11 +18,14 @@ import dramatiq
 from sqlalchemy import Engine
 
 from services import metrics
+from services.liveness import liveness_for
+from services.outages import DATABASE, REDIS, Dependency, dependency_of
 from services.redact import redact
 from services.scheduler.dispatch import Dispatcher
 from services.scheduler.fenced import FencedScheduler, FireHandler
 from services.scheduler.jobstore import ScheduleJobStore
 from services.scheduler.lease import Lease
+from services.scheduler.recovery import Recovery
 from services.scheduler.sync import sync_jobs
 from services.schedules.spec import ScheduleSpec
 from services.schedules.triggers import build_trigger
@@ -39,10 +43,25 @@ T = TypeVar("T")
 
 #: How often a standby tries to take the lease: a released lease is taken within this.
 STANDBY_POLL_SECONDS = 0.25
-#: How often the leader re-sends rows left pending.
+#: The leader's periodic steps, in seconds between two runs of each.
 RESEND_EVERY_SECONDS = 1.0
-#: How often the leader trims history older than the retention period.
+RECOVER_EVERY_SECONDS = 10.0
+MAINTENANCE_EVERY_SECONDS = 30.0
 PRUNE_EVERY_SECONDS = 600.0
+#: A new leader lets its first busy minute pass before trimming history.
+PRUNE_FIRST_AFTER_SECONDS = 60.0
+
+
+@dataclass
+class Step:
+    """One periodic step of the leader's loop."""
+
+    what: str
+    every: float
+    run: Callable[[], object]
+    #: Whose outage a failure of this step means (logged once per outage).
+    dependency: Dependency
+    due: float = 0.0
 
 
 class SchedulerService:
@@ -59,16 +78,33 @@ class SchedulerService:
         self.specs = specs
         self.lease = lease
         self.fence = Fence(engine, settings.instance_id)
-        self.dispatcher = Dispatcher(broker, self.fence)
+        queues = {spec.queue for spec in specs.values()} | {"default"}
+        self.recovery = Recovery.from_settings(settings, self.fence, queues)
+        self.dispatcher = Dispatcher(broker, self.fence, lambda: self.recovery.refs)
         self.registry = InstanceRegistry(engine, settings.instance_id, "scheduler")
         self.stopping = threading.Event()
         self.scheduler: FencedScheduler | None = None
         self.lease_changes = 0
+        #: Triggers are pure: built once from the specs, never stored.
+        self.triggers = {name: build_trigger(spec) for name, spec in specs.items()}
         # The watchdog runs on its own thread, only while this replica leads.
         self.alerter = Alerter.from_settings(settings, specs, lambda: engine)
         self.watchdog = WatchdogRunner(
-            Watchdog(engine, specs, self.alerter, settings), settings.watchdog_interval
+            Watchdog(engine, specs, self.alerter, settings, liveness_for(settings, engine)),
+            settings.watchdog_interval,
         )
+        #: What the leader does besides firing, each at its own pace.
+        self.steps = [
+            Step("re-send pending fires", RESEND_EVERY_SECONDS, self._resend_pending, DATABASE),
+            Step("find lost messages", RECOVER_EVERY_SECONDS, self.recovery.resend_lost, REDIS),
+            Step(
+                "run queue maintenance",
+                MAINTENANCE_EVERY_SECONDS,
+                self.recovery.run_maintenance,
+                REDIS,
+            ),
+            Step("prune history", PRUNE_EVERY_SECONDS, self.prune_history, DATABASE),
+        ]
         #: monotonic time of the main loop's last pass, for /healthz.
         self.last_loop = time.monotonic()
 
@@ -81,47 +117,60 @@ class SchedulerService:
 
     def run(self) -> None:
         """Block until ``stop()``; always hand the lease back on the way out."""
-        self._safely(self.registry.register, "register instance")
+        self._safely(self.registry.register, "register instance", DATABASE)
         renew_every = self.settings.lease_ttl / 3
-        next_renew = next_resend = next_beat = 0.0
-        next_prune = time.monotonic() + 60.0  # not in the busy first minute of a leader
+        next_renew = next_beat = 0.0
         try:
             while not self.stopping.is_set():
                 now = self.last_loop = time.monotonic()
                 if self.leading:
                     if now >= next_renew:
                         next_renew = now + renew_every
-                        if not self._safely(self.lease.renew, "renew lease"):
+                        if not self._safely(self.lease.renew, "renew the lease", REDIS):
                             self.step_down("lease lost")
-                    if self.leading and not self.lease.valid():
-                        self.step_down("lease expired before it could be renewed")
-                    if self.leading and not self._firing_thread_alive():
-                        # Holding the lease with a dead loop would stop all firing until a
-                        # liveness probe restarts us (and compose never does): hand over.
-                        self.step_down("APScheduler's thread died")
-                    if self.leading and now >= next_resend:
-                        next_resend = now + RESEND_EVERY_SECONDS
-                        self._safely(
-                            lambda: self.dispatcher.resend_pending(self.settings.resend_after),
-                            "re-send pending fires",
-                        )
-                    if self.leading:
-                        self.watchdog.kick(now, self.lease.valid)
-                    if self.leading and now >= next_prune and self.settings.retention_days:
-                        next_prune = now + PRUNE_EVERY_SECONDS
-                        self._safely(self.prune_history, "prune history")
-                elif self._safely(self.lease.acquire, "acquire lease"):
+                    self._check_leadership()
+                    self._run_due_steps(now)
+                elif self._safely(self.lease.acquire, "acquire the lease", REDIS):
                     self.lead()
                     next_renew = time.monotonic() + renew_every
+                    self._reset_steps()
                 if now >= next_beat:
                     next_beat = now + renew_every
-                    self._safely(self.registry.beat, "heartbeat")
+                    self._safely(self.registry.beat, "heartbeat", DATABASE)
                 self.stopping.wait(STANDBY_POLL_SECONDS)
         finally:
             self.step_down("shutting down")
-            self._safely(self.registry.stop, "mark instance stopped")
+            self._safely(self.registry.stop, "mark instance stopped", DATABASE)
+
+    def _check_leadership(self) -> None:
+        if self.leading and not self.lease.valid():
+            self.step_down("lease expired before it could be renewed")
+        if self.leading and not self._firing_thread_alive():
+            # Holding the lease with a dead loop would stop all firing until a liveness
+            # probe restarts us (and compose never does): hand over.
+            self.step_down("APScheduler's thread died")
+
+    def _run_due_steps(self, now: float) -> None:
+        for step in self.steps:
+            if self.leading and now >= step.due:
+                step.due = now + step.every
+                self._safely(step.run, step.what, step.dependency)
+        if self.leading:
+            self.watchdog.kick(now, self.lease.valid)
+
+    def _reset_steps(self) -> None:
+        now = time.monotonic()
+        for step in self.steps:
+            step.due = now
+            if step.run == self.prune_history:
+                step.due = now + PRUNE_FIRST_AFTER_SECONDS
+
+    def _resend_pending(self) -> int:
+        return self.dispatcher.resend_pending(self.settings.resend_after)
 
     def prune_history(self) -> int:
+        if not self.settings.retention_days:
+            return 0
         before = utcnow() - timedelta(days=self.settings.retention_days)
         return prune(self.engine, before)
 
@@ -132,7 +181,7 @@ class SchedulerService:
             extra={"action": "lease_acquired"},
         )
         self.lease_changes += 1
-        triggers = {name: build_trigger(spec) for name, spec in self.specs.items()}
+        triggers = self.triggers
         handler = FireHandler(self.engine, self.fence, self.dispatcher, self.specs, triggers)
         store = ScheduleJobStore(self.engine, triggers)
         scheduler = FencedScheduler(handler, store, may_fire=self.lease.valid)
@@ -147,12 +196,12 @@ class SchedulerService:
             logger.error("could not start leading: %s", redact(str(exc)), exc_info=True)
             if scheduler.running:
                 scheduler.shutdown(wait=False)
-            self._safely(self.lease.release, "release lease")
+            self._safely(self.lease.release, "release the lease", REDIS)
             self.stopping.wait(1.0)  # let another replica try
             return
         self.scheduler = scheduler
         metrics.record_leading(True)
-        self._safely(lambda: self.registry.set_leader(utcnow()), "record leadership")
+        self._safely(lambda: self.registry.set_leader(utcnow()), "record leadership", DATABASE)
 
     def step_down(self, reason: str) -> None:
         scheduler, self.scheduler = self.scheduler, None
@@ -165,9 +214,9 @@ class SchedulerService:
             scheduler.shutdown(wait=False)
         except Exception:
             logger.exception("error stopping APScheduler")
-        self._safely(self.lease.release, "release lease")
+        self._safely(self.lease.release, "release the lease", REDIS)
         metrics.record_leading(False)
-        self._safely(lambda: self.registry.set_leader(None), "record step-down")
+        self._safely(lambda: self.registry.set_leader(None), "record step-down", DATABASE)
 
     def _firing_thread_alive(self) -> bool:
         thread = getattr(self.scheduler, "_thread", None)
@@ -193,9 +242,16 @@ class SchedulerService:
         return True, "leading"
 
     @staticmethod
-    def _safely(call: Callable[[], T], what: str) -> T | None:
+    def _safely(call: Callable[[], T], what: str, dependency: Dependency) -> T | None:
+        """Run one step; a server being away is logged once per outage, not per loop."""
         try:
-            return call()
+            result = call()
         except Exception as exc:
-            logger.warning("could not %s: %s", what, redact(str(exc)))
+            down = dependency_of(exc)
+            if down is not None:
+                down.failed(what, exc)
+            else:
+                logger.warning("could not %s: %s", what, redact(str(exc)), exc_info=True)
             return None
+        dependency.ok()
+        return result

@@ -17,7 +17,7 @@ from typing import Any
 from sqlalchemy import Engine, and_, select, update
 
 from services import metrics
-from services.fire_message import build_message
+from services.fire_message import build_message, retry_options
 from services.schedules.spec import ScheduleSpec
 from services.store.engines import upsert
 from services.store.tables import fires
@@ -143,3 +143,75 @@ class Fence:
             Fire(r.id, r.schedule, as_utc(r.scheduled_for), r.message_id, r.message)  # type: ignore[arg-type]
             for r in rows
         ]
+
+    def waiting(self, unchanged_for: timedelta, limit: int = 1000) -> list[Waiting]:
+        """Fires whose message should be in the broker: enqueued (queued, or taken by a
+        worker that has not claimed it yet), or retrying (the retry waits there, delayed).
+        Only those unchanged for ``unchanged_for``: fresh ones are still on their way."""
+        cutoff = utcnow() - unchanged_for
+        stmt = (
+            select(
+                fires.c.id,
+                fires.c.schedule,
+                fires.c.message_id,
+                fires.c.status,
+                fires.c.attempts,
+                fires.c.message,
+                fires.c.updated_at,
+            )
+            .where(
+                and_(
+                    fires.c.status.in_((FireStatus.ENQUEUED, FireStatus.RETRYING)),
+                    fires.c.updated_at < cutoff,
+                )
+            )
+            .order_by(fires.c.updated_at)
+            .limit(limit)
+        )
+        with self.engine.connect() as conn:
+            return [
+                Waiting(
+                    r.id,
+                    r.schedule,
+                    r.message_id,
+                    FireStatus(r.status),
+                    r.attempts,
+                    r.message,
+                    as_utc(r.updated_at),  # type: ignore[arg-type]
+                )
+                for r in conn.execute(stmt)
+            ]
+
+    def requeue_lost(self, fire: Waiting, reason: str) -> bool:
+        """Put a fire whose message the broker lost back to ``pending``, to be sent again
+        with the same message id, unless it moved on meanwhile (compare and set)."""
+        message = fire.message
+        if fire.status == FireStatus.RETRYING:
+            message = {**message, "options": retry_options(message["options"], fire.attempts)}
+        with self.engine.begin() as conn:
+            done = conn.execute(
+                update(fires)
+                .where(
+                    and_(
+                        fires.c.id == fire.id,
+                        fires.c.status == fire.status,
+                        fires.c.attempts == fire.attempts,
+                    )
+                )
+                .values(status=FireStatus.PENDING, message=message, error=reason)
+            )
+        return done.rowcount == 1
+
+
+@dataclass(frozen=True)
+class Waiting:
+    """A fire whose message should be in the broker."""
+
+    id: int
+    schedule: str
+    message_id: str
+    status: FireStatus
+    #: The newest claimed attempt's number plus one.
+    attempts: int
+    message: dict[str, Any]
+    updated_at: datetime

@@ -6,6 +6,7 @@ through ``services.timeutil.as_utc``.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from enum import StrEnum
 
 from sqlalchemy import (
@@ -29,7 +30,14 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import JSONB
 
-from services.vocabulary import AttemptStatus, FireKind, FireStatus, IncidentKind
+from services.timeutil import utcnow
+from services.vocabulary import (
+    UNFINISHED_FIRE_STATUSES,
+    AttemptStatus,
+    FireKind,
+    FireStatus,
+    IncidentKind,
+)
 
 #: Explicit constraint names so Alembic migrations can refer to them on every backend.
 NAMING = {
@@ -47,10 +55,13 @@ Json = JSON().with_variant(JSONB(), "postgresql")
 Tz = DateTime(timezone=True)
 
 
+def _listed(values: Iterable[StrEnum]) -> str:
+    return ", ".join(f"'{v.value}'" for v in values)
+
+
 def _one_of(column: str, values: type[StrEnum], name: str) -> CheckConstraint:
     """A CHECK that ``column`` holds a member of ``values`` (the vocabulary, in the database)."""
-    listed = ", ".join(f"'{v.value}'" for v in values)
-    return CheckConstraint(f"{column} IN ({listed})", name=name)
+    return CheckConstraint(f"{column} IN ({_listed(values)})", name=name)
 
 
 schedules = Table(
@@ -90,19 +101,33 @@ fires = Table(
     Column("error", Text),
     # The exception's type name of the last attempt (``error`` holds its message).
     Column("error_type", String(200)),
+    # When the row last changed (every SQLAlchemy write sets it; the worker's raw SQL too):
+    # how long a fire has waited in its current state.
+    Column("updated_at", Tz, nullable=False, default=utcnow, onupdate=utcnow),
     _one_of("status", FireStatus, "status"),
     _one_of("kind", FireKind, "kind"),
     UniqueConstraint("schedule", "scheduled_for", name="uq_cronwork_fires_schedule_time"),
     Index("ix_cronwork_fires_status_created", "status", "created_at"),
     Index("ix_cronwork_fires_scheduled_for", "scheduled_for"),
+    # Fires still owed an outcome: few, looked at by the leader every pass.
+    Index(
+        "ix_cronwork_fires_unfinished",
+        "updated_at",
+        postgresql_where=text(f"status IN ({_listed(sorted(UNFINISHED_FIRE_STATUSES))})"),
+        sqlite_where=text(f"status IN ({_listed(sorted(UNFINISHED_FIRE_STATUSES))})"),
+    ),
     Index("ix_cronwork_fires_message_id", "message_id", unique=True),
 )
 
+#: One row per delivery of a fire's message that ran (or was refused, ``skipped``).
 attempts = Table(
     "cronwork_attempts",
     metadata,
-    Column("message_id", String(36), primary_key=True),
-    Column("attempt", Integer, primary_key=True),  # 0-based, Dramatiq's retries count
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("message_id", String(36), nullable=False),
+    # 0-based: the delivery's Dramatiq retries plus the fire's re-sends after a lost worker
+    # (services/fire_message.py). Unique per message among attempts that ran: the claim.
+    Column("attempt", Integer, nullable=False),
     Column(
         "fire_id",
         Id,
@@ -117,9 +142,27 @@ attempts = Table(
     Column("instance_id", String(200), nullable=False),
     Column("error_type", String(200)),
     Column("error_message", Text),
+    Column("traceback", Text),
     Column("result", Json),
+    # Set when the watchdog gave the attempt up (its worker stopped heartbeating); kept
+    # when a late outcome arrives anyway, so both facts stay on record.
+    Column("abandoned_at", Tz),
+    Index(
+        "uq_cronwork_attempts_claim",
+        "message_id",
+        "attempt",
+        unique=True,
+        postgresql_where=text(f"status <> '{AttemptStatus.SKIPPED.value}'"),
+        sqlite_where=text(f"status <> '{AttemptStatus.SKIPPED.value}'"),
+    ),
     Index("ix_cronwork_attempts_fire_id", "fire_id"),
-    Index("ix_cronwork_attempts_status", "status"),
+    # The watchdog scans running attempts on every pass; they are few among millions.
+    Index(
+        "ix_cronwork_attempts_running",
+        "instance_id",
+        postgresql_where=text(f"status = '{AttemptStatus.RUNNING.value}'"),
+        sqlite_where=text(f"status = '{AttemptStatus.RUNNING.value}'"),
+    ),
     _one_of("status", AttemptStatus, "status"),
 )
 

@@ -11,6 +11,10 @@ from services.watch.sentry import init_sentry
 from services.worker.alert_hook import install as install_alerts
 from services.worker.broker import worker_broker
 
+#: Set by ``cronwork worker`` for the processes Dramatiq's CLI spawns.
+PROCESSES_ENV = "CRONWORK_WORKER_PROCESSES"
+THREADS_ENV = "CRONWORK_WORKER_THREADS"
+
 
 def setup() -> None:
     """Build the tracking broker from CRONWORK_* and import the actors (Dramatiq calls this)."""
@@ -18,11 +22,14 @@ def setup() -> None:
     configure_logging(settings)
     init_sentry(settings, dramatiq=True)  # before the broker: it patches Broker.__init__
     instance_id = settings.instance_id
-    if int(os.environ.get("CRONWORK_WORKER_PROCESSES", "1")) > 1:
+    if int(os.environ.get(PROCESSES_ENV, "1")) > 1:
         instance_id = f"{instance_id}-{os.getpid()}"  # one id per worker process
+    # Each worker thread keeps a connection for its claims and outcomes; two more for the
+    # heartbeat and the alert store.
+    pool_size = int(os.environ.get(THREADS_ENV, "8")) + 2
     broker = worker_broker(
         settings,
-        engine_factory=lambda: engine_for(settings, pool_size=8, pre_ping=False),
+        engine_factory=lambda: engine_for(settings, pool_size=pool_size, pre_ping=False),
         instance_id=instance_id,
         # The same setting `cronwork worker --check` and the worker's /healthz read.
         heartbeat_file=settings.heartbeat_file,

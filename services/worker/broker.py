@@ -1,17 +1,22 @@
-"""The worker's Dramatiq broker: Dramatiq's middleware plus tracking and heartbeats."""
+"""The worker's Dramatiq broker: Dramatiq's middleware plus tracking, heartbeats and
+message references, each built lazily in the worker process that uses it."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import cache
 from pathlib import Path
 
 import dramatiq
+import redis
 from dramatiq.brokers.redis import RedisBroker
 from dramatiq.brokers.stub import StubBroker
-from dramatiq.middleware import Middleware
+from dramatiq.middleware import AgeLimit, Middleware
 from sqlalchemy import Engine
 
-from services.broker import dramatiq_namespace, standard_middleware
+from services.broker import SEND_TIMEOUT_SECONDS, dramatiq_namespace, standard_middleware
+from services.liveness import DatabaseLiveness, Liveness, RedisBeacon, RedisLiveness
+from services.message_refs import MessageRefs, RecordRefs
 from services.settings import Settings
 from services.worker.heartbeat import WorkerHeartbeat
 from services.worker.tracking import Tracking
@@ -26,16 +31,42 @@ def worker_broker(
 ) -> dramatiq.Broker:
     """A broker that runs jobs: every attempt tracked, the worker heartbeating.
 
-    Its consumers keep Dramatiq's socket defaults (they wait on Redis on purpose).
+    Tracking comes first so that its after-hook runs last, after Retries decided whether
+    the attempt will be retried; AgeLimit comes before it, so a message too old to run is
+    dropped before anything is claimed. Consumers keep Dramatiq's socket defaults (they
+    wait on Redis on purpose).
     """
     iid = instance_id or settings.instance_id
-    middleware: list[Middleware] = [
-        # Before Retries: after-hooks run in reverse, so Retries decides first.
-        Tracking(engine_factory, iid),
-        WorkerHeartbeat(engine_factory, iid, settings.heartbeat_interval, heartbeat_file),
-        *standard_middleware(),
-    ]
     url = settings.redis_url_value()
+
+    @cache
+    def client() -> redis.Redis:
+        assert url is not None
+        return redis.Redis.from_url(
+            url, socket_timeout=SEND_TIMEOUT_SECONDS, socket_connect_timeout=SEND_TIMEOUT_SECONDS
+        )
+
+    def liveness() -> Liveness:
+        if url is None:
+            return DatabaseLiveness(engine_factory(), settings.lost_after_seconds)
+        return RedisLiveness(client(), settings.redis_prefix, settings.lost_after_seconds)
+
+    def beacon() -> RedisBeacon | None:
+        if url is None:
+            return None
+        return RedisBeacon(client(), settings.redis_prefix, iid, settings.lost_after_seconds)
+
+    dramatiq_own = [m for m in standard_middleware() if not isinstance(m, AgeLimit)]
+    middleware: list[Middleware] = [
+        AgeLimit(),
+        Tracking(engine_factory, iid, liveness),
+        WorkerHeartbeat(
+            engine_factory, iid, settings.heartbeat_interval, heartbeat_file, beacon_factory=beacon
+        ),
+        *dramatiq_own,
+    ]
     if url is None:
         return StubBroker(middleware=middleware)
-    return RedisBroker(url=url, namespace=dramatiq_namespace(settings), middleware=middleware)
+    namespace = dramatiq_namespace(settings)
+    middleware.append(RecordRefs(lambda: MessageRefs(client(), settings.redis_prefix, namespace)))
+    return RedisBroker(url=url, namespace=namespace, middleware=middleware)

@@ -1,206 +1,213 @@
-"""Write every attempt of every fire to the database (DESIGN invariant 5).
+"""Tracking: every attempt of every fire is a row, written before its body runs.
 
-Placed *before* ``Retries`` in the middleware list: Dramatiq runs after-hooks in
-reverse order, so by the time ``after_process_message`` runs here, ``Retries``
-has already decided whether this attempt will be retried (``message.failed``).
+A Dramatiq middleware, first in the worker's list (services/worker/broker.py):
 
-A tracking write that fails is logged loudly and never fails the job.
+- ``before_process_message`` claims the attempt (services/store/attempts.py). A claim
+  refused (the fire already has its outcome, a duplicate delivery, ``overlap: skip``) is
+  recorded and the message skipped. A claim that cannot be recorded (the database is
+  away) is not run either: the message goes back to the broker after a short delay,
+  without using up a retry.
+- ``after_process_message`` runs after ``Retries`` (Dramatiq calls after-hooks in reverse
+  order), so ``message.failed`` already says whether this was the last attempt. It
+  decides the outcome once (services/worker/outcomes.py), writes it until it lands,
+  then tells its listeners (the alert hook) what it decided.
 """
 
 from __future__ import annotations
 
-import json
+import dataclasses
 import logging
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 import dramatiq
 from dramatiq.middleware import Middleware, SkipMessage
-from dramatiq.middleware.time_limit import TimeLimitExceeded
-from sqlalchemy import Connection, Engine, and_, bindparam, func, select, update
+from sqlalchemy import Engine
 
 from services import metrics
 from services.constants import FIRE_OPTION
-from services.context import FireInfo, _set_current
+from services.context import FireInfo, _set_current, take_skip_reason
+from services.fire_message import FireOptions, attempt_number, with_resends
+from services.liveness import Liveness
+from services.outages import DATABASE, dependency_of
 from services.redact import redact
-from services.store.engines import is_postgres, upsert
-from services.store.tables import attempts, fires, schedules
-from services.timeutil import utcnow
-from services.vocabulary import (
-    IN_PROGRESS_FIRE_STATUSES,
-    AttemptStatus,
-    FireKind,
-    FireStatus,
-)
+from services.store.attempts import AttemptStore, Claim, Claimed, Outcome
+from services.timeutil import iso, utcnow
+from services.worker.outcomes import OutcomeWriter, decide
 
 logger = logging.getLogger(__name__)
 
-#: Error messages are cut to this many characters in the attempt row.
-MAX_ERROR_CHARS = 4000
+#: Delay before a message whose claim could not be recorded comes back, doubling on each
+#: try up to the maximum (the message option ``requeues`` counts them).
+REQUEUE_FIRST_MS = 500
+REQUEUE_MAX_MS = 30_000
 
 
 @dataclass
-class _Attempt:
+class Run:
+    """An attempt this worker thread claimed and is running."""
+
+    fire: FireOptions
     message_id: str
-    attempt: int
-    fire_id: int | None
-    schedule: str
+    actor: str
+    claimed: Claimed
     started_at: datetime
     started_mono: float
+    max_retries: int | None
+
+    @property
+    def attempt(self) -> int:
+        return self.claimed.attempt
 
 
-class _Statements:
-    """The hot-path SQL, built once per engine.
+class AttemptListener(Protocol):
+    """Told about every attempt tracking runs (the alert hook is one)."""
 
-    Building a SQLAlchemy statement costs more CPU than running it on a nearby Postgres;
-    with the GIL shared by all worker threads, building these per message capped a
-    worker at a fraction of Dramatiq's own throughput. Values go in as parameters.
-    """
+    def attempt_started(self, run: Run) -> None: ...
 
-    #: Attempt columns written when an attempt starts (or is skipped).
-    ATTEMPT_COLUMNS = (
-        "message_id",
-        "attempt",
-        "fire_id",
-        "schedule",
-        "status",
-        "started_at",
-        "instance_id",
-        "finished_at",
-        "duration_ms",
-        "error_message",
-    )
-
-    def __init__(self, engine: Engine) -> None:
-        pg = is_postgres(engine)
-        lock = select(fires.c.id, fires.c.status).where(fires.c.message_id == bindparam("m_id"))
-        self.lock_fire = lock.with_for_update() if pg else lock
-        insert = upsert(engine, attempts.name)
-        # A redelivery of the same attempt (a worker died mid-run) overwrites its row.
-        self.upsert_attempt = insert.on_conflict_do_update(
-            index_elements=["message_id", "attempt"],
-            set_={
-                k: insert.excluded[k]
-                for k in self.ATTEMPT_COLUMNS
-                if k not in ("message_id", "attempt")
-            },
-        )
-        self.start_fire = (
-            update(fires)
-            .where(fires.c.id == bindparam("f_id"))
-            .values(
-                status=FireStatus.RUNNING,
-                started_at=func.coalesce(fires.c.started_at, bindparam("f_started")),
-                attempts=bindparam("f_attempts"),
-                finished_at=None,
-            )
-        )
-        self.finish_attempt = (
-            update(attempts)
-            .where(
-                and_(
-                    attempts.c.message_id == bindparam("m_id"),
-                    attempts.c.attempt == bindparam("a_no"),
-                )
-            )
-            .values(
-                status=bindparam("a_status"),
-                finished_at=bindparam("a_finished"),
-                duration_ms=bindparam("a_duration"),
-                error_type=bindparam("a_error_type"),
-                error_message=bindparam("a_error_message"),
-                result=bindparam("a_result", type_=attempts.c.result.type),
-            )
-        )
-        self.finish_fire = (
-            update(fires)
-            .where(fires.c.id == bindparam("f_id"))
-            .values(
-                status=bindparam("f_status"),
-                finished_at=bindparam("f_finished"),
-                error=bindparam("f_error"),
-                error_type=bindparam("f_error_type"),
-            )
-        )
+    def attempt_finished(
+        self, run: Run, outcome: Outcome, exception: BaseException | None
+    ) -> None: ...
 
 
 class Tracking(Middleware):
-    def __init__(self, engine_factory: Callable[[], Engine], instance_id: str) -> None:
+    def __init__(
+        self,
+        engine_factory: Callable[[], Engine],
+        instance_id: str,
+        liveness_factory: Callable[[], Liveness | None] = lambda: None,
+    ) -> None:
         self._engine_factory = engine_factory
-        self._engine: Engine | None = None
-        self._sql: _Statements | None = None
-        self._engine_lock = threading.Lock()
+        self._liveness_factory = liveness_factory
+        self._store: AttemptStore | None = None
+        self._writer: OutcomeWriter | None = None
+        self._lock = threading.Lock()
         self.instance_id = instance_id
+        self.listeners: list[AttemptListener] = []
         self._local = threading.local()
 
     @property
-    def engine(self) -> Engine:
-        # Created lazily in the worker process, never inherited across a fork.
-        if self._engine is None:
-            with self._engine_lock:
-                if self._engine is None:
-                    engine = self._engine_factory()
-                    self._sql = _Statements(engine)
-                    self._engine = engine
-        return self._engine
+    def store(self) -> AttemptStore:
+        # Built lazily in the worker process that uses it, never inherited across a fork.
+        if self._store is None:
+            with self._lock:
+                if self._store is None:
+                    self._store = AttemptStore(self._engine_factory(), self._liveness_factory())
+        return self._store
 
     @property
-    def sql(self) -> _Statements:
-        self.engine  # noqa: B018 (creates the statements with the engine)
-        assert self._sql is not None
-        return self._sql
+    def writer(self) -> OutcomeWriter:
+        if self._writer is None:
+            with self._lock:
+                if self._writer is None:
+                    self._writer = OutcomeWriter(self.store.finish)
+        return self._writer
 
-    # -- hooks -------------------------------------------------------------------
+    def add_listener(self, listener: AttemptListener) -> None:
+        self.listeners.append(listener)
+
+    # -- before ------------------------------------------------------------------
 
     def before_process_message(self, broker: dramatiq.Broker, message: Any) -> None:
-        self._local.attempt = None
+        self._local.run = None
         _set_current(None)
-        opts = message.options.get(FIRE_OPTION)
-        if not opts:
-            return  # not a cronwork fire: run untracked
-        att = _Attempt(
+        fire = FireOptions.from_options(message.options)
+        if fire is None:
+            return  # not a cronwork fire: the actor runs untracked, as in plain Dramatiq
+        claim = Claim(
             message_id=message.message_id,
-            attempt=int(message.options.get("retries", 0)),
-            fire_id=None,
-            schedule=opts["schedule"],
+            attempt=attempt_number(message.options),
+            schedule=fire.schedule,
+            overlap=fire.overlap,
+            instance_id=self.instance_id,
             started_at=utcnow(),
-            started_mono=time.monotonic(),
+            earlier_claim=_earlier_claim(message.options),
         )
         try:
-            skip_reason = self._start(att, overlap=opts.get("overlap", "allow"))
-        except Exception:
-            logger.exception(
-                "tracking write failed at start of %s attempt %d; the job runs anyway",
-                att.schedule,
-                att.attempt,
-                extra={"action": "tracking_failed", "schedule": att.schedule},
-            )
-            skip_reason = None
-        if skip_reason is not None:
+            claimed = self._claim(claim)
+            DATABASE.ok()
+        except Exception as exc:
+            self._put_back(broker, message, claim, exc)
+            raise SkipMessage("its start could not be recorded") from None
+        if claimed.skip_reason is not None:
             logger.info(
-                "skipping %s (%s): %s",
-                att.schedule,
-                opts.get("scheduled_for"),
-                skip_reason,
-                extra={"action": "fire_skipped", "schedule": att.schedule},
+                "%s %s attempt %d skipped: %s",
+                fire.schedule,
+                iso(fire.scheduled_for),
+                claimed.attempt,
+                claimed.skip_reason,
+                extra={"action": "attempt_skipped", "schedule": fire.schedule},
             )
-            metrics.record_attempt(att.schedule, AttemptStatus.SKIPPED, None)
-            raise SkipMessage(skip_reason)
-        self._local.attempt = att
+            metrics.record_attempt(fire.schedule, "skipped", None)
+            raise SkipMessage(claimed.skip_reason)
+        if claimed.attempt != claim.attempt:
+            # A takeover runs as a re-send: later retries of it must count from here.
+            resends = fire.resends + claimed.attempt - claim.attempt
+            message.options.update(with_resends(message.options, resends))
+        run = Run(
+            fire=fire,
+            message_id=message.message_id,
+            actor=message.actor_name,
+            claimed=claimed,
+            started_at=claim.started_at,
+            started_mono=time.monotonic(),
+            max_retries=message.options.get("max_retries"),
+        )
+        self._local.run = run
         _set_current(
             FireInfo(
-                schedule=att.schedule,
-                scheduled_for=datetime.fromisoformat(opts["scheduled_for"].replace("Z", "+00:00")),
-                kind=opts.get("kind", FireKind.SCHEDULED),
-                fire_id=att.fire_id,
-                message_id=att.message_id,
-                attempt=att.attempt,
+                schedule=fire.schedule,
+                scheduled_for=fire.scheduled_for,
+                kind=fire.kind,
+                fire_id=claimed.fire_id,
+                message_id=message.message_id,
+                attempt=claimed.attempt,
             )
         )
+        for listener in self.listeners:
+            _tell(listener.attempt_started, run)
+
+    def _claim(self, claim: Claim) -> Claimed:
+        try:
+            return self.store.claim(claim)
+        except Exception as exc:
+            if dependency_of(exc) is None:
+                raise
+        # A connection broken by a restarted Postgres fails once: try again at once, on a
+        # new one. Had the first claim committed with its reply lost, this one adopts it.
+        return self.store.claim(
+            dataclasses.replace(claim, earlier_claim=(claim.instance_id, claim.started_at))
+        )
+
+    def _put_back(
+        self, broker: dramatiq.Broker, message: Any, claim: Claim, exc: Exception
+    ) -> None:
+        """Send the message again after a short delay: not run, no retry used up."""
+        dependency = dependency_of(exc) or DATABASE
+        dependency.failed("record the start of an attempt", exc)
+        option = dict(message.options[FIRE_OPTION])
+        requeues = int(option.get("requeues", 0))
+        option["requeues"] = requeues + 1
+        option["claim"] = [claim.instance_id, claim.started_at.isoformat()]
+        delay = min(REQUEUE_FIRST_MS * 2**requeues, REQUEUE_MAX_MS)
+        try:
+            broker.enqueue(
+                message.copy(options={**message.options, FIRE_OPTION: option}), delay=delay
+            )
+        except Exception as send_exc:
+            # Not acknowledged either way: the broker still holds the message (Dramatiq
+            # gives it to a worker again), or lost it with Redis (the leader re-sends it).
+            logger.warning(
+                "could not put %s back in the queue: %s",
+                message.message_id,
+                redact(str(send_exc)),
+            )
+
+    # -- after -------------------------------------------------------------------
 
     def after_process_message(
         self,
@@ -210,173 +217,85 @@ class Tracking(Middleware):
         result: Any = None,
         exception: BaseException | None = None,
     ) -> None:
-        att: _Attempt | None = getattr(self._local, "attempt", None)
-        self._local.attempt = None
+        run: Run | None = getattr(self._local, "run", None)
+        self._local.run = None
+        skip_reason = take_skip_reason()
         _set_current(None)
-        if att is None:
+        if run is None or run.claimed.attempt_id is None:
             return
-        if exception is None:
-            status, fire_status = AttemptStatus.SUCCEEDED, FireStatus.SUCCEEDED
-        else:
-            timed_out = isinstance(exception, TimeLimitExceeded)
-            if message.failed:
-                status = AttemptStatus.TIMED_OUT if timed_out else AttemptStatus.FAILED
-                fire_status = FireStatus(status)
-            else:
-                status = AttemptStatus.TIMED_OUT if timed_out else AttemptStatus.RETRYING
-                fire_status = FireStatus.RETRYING
-        try:
-            self._finish(att, status, fire_status, result, exception)
-        except Exception:
-            logger.exception(
-                "tracking write failed at end of %s attempt %d (%s)",
-                att.schedule,
-                att.attempt,
-                status,
-                extra={"action": "tracking_failed", "schedule": att.schedule},
-            )
+        outcome = decide(
+            attempt_id=run.claimed.attempt_id,
+            fire_id=run.claimed.fire_id,
+            attempt=run.attempt,
+            finished_at=utcnow(),
+            duration_ms=int((time.monotonic() - run.started_mono) * 1000),
+            result=result,
+            exception=exception,
+            failed_for_good=bool(message.failed),
+            skip_reason=skip_reason,
+        )
+        self._finish(run, outcome, exception)
 
     def after_skip_message(self, broker: dramatiq.Broker, message: Any) -> None:
-        # Another middleware (e.g. AgeLimit) skipped a message we had marked running.
-        att: _Attempt | None = getattr(self._local, "attempt", None)
-        self._local.attempt = None
+        # Another middleware skipped a message this thread had claimed.
+        run: Run | None = getattr(self._local, "run", None)
+        self._local.run = None
+        take_skip_reason()
         _set_current(None)
-        if att is not None:
-            try:
-                self._finish(att, AttemptStatus.SKIPPED, FireStatus.SKIPPED, None, None)
-            except Exception:
-                logger.exception("tracking write failed for skipped %s", att.schedule)
+        if run is None or run.claimed.attempt_id is None:
+            return
+        outcome = decide(
+            attempt_id=run.claimed.attempt_id,
+            fire_id=run.claimed.fire_id,
+            attempt=run.attempt,
+            finished_at=utcnow(),
+            duration_ms=int((time.monotonic() - run.started_mono) * 1000),
+            result=None,
+            exception=None,
+            failed_for_good=False,
+            skip_reason="skipped by another middleware",
+        )
+        self._finish(run, outcome, None)
 
-    # -- writes ------------------------------------------------------------------
-
-    def _start(self, att: _Attempt, *, overlap: str) -> str | None:
-        """Record the attempt as running; return a reason instead when it must be skipped."""
-        pg = is_postgres(self.engine)
-        with self.engine.begin() as conn:
-            fire = conn.execute(self.sql.lock_fire, {"m_id": att.message_id}).first()
-            if fire is None:
-                logger.warning(
-                    "no fire row for message %s of %s; running untracked",
-                    att.message_id,
-                    att.schedule,
-                )
-                return None
-            att.fire_id = fire.id
-            if fire.status == FireStatus.SUCCEEDED:
-                # A re-send carries the same attempt number as the run that succeeded:
-                # record the skip as the next attempt instead of overwriting that row.
-                last = conn.execute(
-                    select(func.max(attempts.c.attempt)).where(
-                        attempts.c.message_id == att.message_id
-                    )
-                ).scalar()
-                if last is not None and last >= att.attempt:
-                    att.attempt = last + 1
-                self._write_attempt(
-                    conn, att, AttemptStatus.SKIPPED, error="fire already succeeded"
-                )
-                return "fire already succeeded"
-            if overlap == "skip" and fire.status not in IN_PROGRESS_FIRE_STATUSES:
-                if pg:  # serialise concurrent starts of one schedule
-                    conn.execute(
-                        select(schedules.c.name)
-                        .where(schedules.c.name == att.schedule)
-                        .with_for_update()
-                    )
-                busy = conn.execute(
-                    select(fires.c.id)
-                    .where(
-                        and_(
-                            fires.c.schedule == att.schedule,
-                            fires.c.id != fire.id,
-                            fires.c.status.in_(IN_PROGRESS_FIRE_STATUSES),
-                        )
-                    )
-                    .limit(1)
-                ).first()
-                if busy is not None:
-                    reason = f"previous run (fire {busy.id}) still running; overlap: skip"
-                    self._write_attempt(conn, att, AttemptStatus.SKIPPED, error=reason)
-                    conn.execute(
-                        update(fires)
-                        .where(fires.c.id == fire.id)
-                        .values(status=FireStatus.SKIPPED, finished_at=att.started_at, error=reason)
-                    )
-                    return reason
-            self._write_attempt(conn, att, AttemptStatus.RUNNING)
-            conn.execute(
-                self.sql.start_fire,
-                {"f_id": fire.id, "f_started": att.started_at, "f_attempts": att.attempt + 1},
-            )
-        return None
-
-    def _write_attempt(
-        self, conn: Connection, att: _Attempt, status: AttemptStatus, *, error: str | None = None
-    ) -> None:
-        values: dict[str, Any] = {
-            "message_id": att.message_id,
-            "attempt": att.attempt,
-            "fire_id": att.fire_id,
-            "schedule": att.schedule,
-            "status": status,
-            "started_at": att.started_at,
-            "instance_id": self.instance_id,
-            "finished_at": att.started_at if status == AttemptStatus.SKIPPED else None,
-            "duration_ms": 0 if status == AttemptStatus.SKIPPED else None,
-            "error_message": error,
-        }
-        conn.execute(self.sql.upsert_attempt, values)
-
-    def _finish(
-        self,
-        att: _Attempt,
-        status: AttemptStatus,
-        fire_status: FireStatus,
-        result: Any,
-        exception: BaseException | None,
-    ) -> None:
-        finished = utcnow()
-        duration_ms = int((time.monotonic() - att.started_mono) * 1000)
-        # Before the writes: the attempt happened even if recording it fails below.
-        metrics.record_attempt(att.schedule, status, duration_ms / 1000)
-        error_type = error_message = None
-        if exception is not None:
-            error_type = type(exception).__name__
-            error_message = redact(str(exception) or error_type)[:MAX_ERROR_CHARS]
-        final = fire_status != FireStatus.RETRYING
-        with self.engine.begin() as conn:
-            conn.execute(
-                self.sql.finish_attempt,
-                {
-                    "m_id": att.message_id,
-                    "a_no": att.attempt,
-                    "a_status": status,
-                    "a_finished": finished,
-                    "a_duration": duration_ms,
-                    "a_error_type": error_type,
-                    "a_error_message": error_message,
-                    "a_result": _jsonable(result) if status == AttemptStatus.SUCCEEDED else None,
-                },
-            )
-            if att.fire_id is not None:
-                conn.execute(
-                    self.sql.finish_fire,
-                    {
-                        "f_id": att.fire_id,
-                        "f_status": fire_status,
-                        "f_finished": finished if final else None,
-                        "f_error": error_message,
-                        "f_error_type": error_type,
-                    },
-                )
+    def _finish(self, run: Run, outcome: Outcome, exception: BaseException | None) -> None:
+        # Counted and told before the write: the attempt happened even if recording it is
+        # late, and an alert never waits on a database outage.
+        metrics.record_attempt(run.fire.schedule, outcome.status, outcome.duration_ms / 1000)
+        for listener in self.listeners:
+            _tell(listener.attempt_finished, run, outcome, exception)
+        self.writer.record(outcome)
+        logger.info(
+            "%s %s attempt %d %s in %.3fs%s",
+            run.fire.schedule,
+            iso(run.fire.scheduled_for),
+            run.attempt,
+            outcome.status,
+            outcome.duration_ms / 1000,
+            f": {outcome.error_type}: {outcome.error_message}" if outcome.error_type else "",
+            extra={
+                "action": "attempt_finished",
+                "schedule": run.fire.schedule,
+                "scheduled_for": iso(run.fire.scheduled_for),
+                "attempt": run.attempt,
+                "status": outcome.status.value,
+                "duration_ms": outcome.duration_ms,
+            },
+        )
 
 
-def _jsonable(value: Any) -> Any:
-    """The actor's return value if JSON can hold it; otherwise a note saying it could not."""
-    if value is None:
+def _earlier_claim(options: dict[str, Any]) -> tuple[str, datetime] | None:
+    raw = (options.get(FIRE_OPTION) or {}).get("claim")
+    if not (isinstance(raw, list) and len(raw) == 2):
         return None
     try:
-        json.dumps(value)
-    except (TypeError, ValueError):
-        return {"unserializable": type(value).__name__}
-    return value
+        return str(raw[0]), datetime.fromisoformat(str(raw[1]))
+    except ValueError:
+        return None
+
+
+def _tell(hook: Callable[..., None], *args: Any) -> None:
+    """A listener's failure never touches the job."""
+    try:
+        hook(*args)
+    except Exception:
+        logger.exception("attempt listener %r failed", hook)

@@ -21,6 +21,7 @@ import pytest
 import sentry_sdk
 from sqlalchemy import Engine, select
 
+from services.liveness import liveness_for
 from services.schedules.spec import ScheduleSpec
 from services.settings import Settings
 from services.store.engines import make_engine
@@ -39,7 +40,7 @@ from tests.integration.alert_servers import (  # noqa: F401 (fixtures)
     slack_server_fixture,
 )
 from tests.integration.conftest import make_settings, spec, wait_for
-from tests.integration.test_tracking import Harness
+from tests.integration.worker_harness import Harness
 
 pytestmark = pytest.mark.integration
 
@@ -251,7 +252,13 @@ def test_repeats_fold_into_one_incident_with_a_reminder_then_one_recovery(
     fail["on"] = False
     ok = rig.h.fire(s)
     assert rig.h.wait_fire(ok).status == "succeeded"
-    watchdog = Watchdog(rig.h.engine, {s.name: s}, rig.alerter, rig.settings)
+    watchdog = Watchdog(
+        rig.h.engine,
+        {s.name: s},
+        rig.alerter,
+        rig.settings,
+        liveness_for(rig.settings, rig.h.engine),
+    )
     report = watchdog.check()
     rig.settle()
     assert report.resolved == [inc.id]
@@ -328,7 +335,11 @@ def test_slack_down_does_not_hurt_the_job_and_is_delivered_later(
     try:
         rig.alerter.slack.default_url = back.url
         watchdog = Watchdog(
-            rig.h.engine, {bad.name: bad, good.name: good}, rig.alerter, rig.settings
+            rig.h.engine,
+            {bad.name: bad, good.name: good},
+            rig.alerter,
+            rig.settings,
+            liveness_for(rig.settings, rig.h.engine),
         )
         watchdog.check(utcnow() + timedelta(seconds=60))
         rig.settle()

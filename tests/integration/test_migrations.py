@@ -56,7 +56,8 @@ def schema(eng: Engine) -> dict[str, Any]:
         if table == "alembic_version":
             continue
         out[table] = {
-            "columns": [
+            # Sorted by name: ALTER TABLE ADD COLUMN appends, so physical order is history.
+            "columns": sorted(
                 (
                     c["name"],
                     str(c["type"]),
@@ -66,7 +67,7 @@ def schema(eng: Engine) -> dict[str, Any]:
                     getattr(c["type"], "timezone", None),
                 )
                 for c in insp.get_columns(table)
-            ],
+            ),
             "pk": (
                 insp.get_pk_constraint(table)["name"],
                 insp.get_pk_constraint(table)["constrained_columns"],

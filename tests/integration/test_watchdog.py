@@ -22,8 +22,10 @@ from sqlalchemy import Engine, select, update
 
 from services.broker import sender_broker
 from services.cli import main
+from services.liveness import liveness_for
 from services.scheduler.dispatch import Dispatcher
 from services.schedules.spec import ScheduleSpec
+from services.schedules.triggers import build_trigger
 from services.settings import Settings
 from services.store.engines import make_engine
 from services.store.fence import Fence, request
@@ -31,11 +33,12 @@ from services.store.schedule_rows import sync_schedule_rows
 from services.store.tables import fires, incidents, schedules
 from services.timeutil import as_utc, utcnow
 from services.watch.alerter import Alerter
-from services.watch.watchdog import Watchdog, last_fire_time
+from services.watch.fire_checks import last_fire_time
+from services.watch.watchdog import Watchdog
 from services.worker.broker import worker_broker
 from tests.integration.alert_servers import SlackServer, slack_server_fixture  # noqa: F401
 from tests.integration.conftest import DEAD_REDIS, attempt_rows, make_settings, spec, wait_for
-from tests.integration.test_tracking import Harness
+from tests.integration.worker_harness import Harness
 
 pytestmark = pytest.mark.integration
 
@@ -50,7 +53,9 @@ class Dog:
         self.specs: dict[str, ScheduleSpec] = {s.name: s for s in specs}
         sync_schedule_rows(engine, self.specs)
         self.alerter = Alerter.from_settings(settings, self.specs, lambda: engine)
-        self.watchdog = Watchdog(engine, self.specs, self.alerter, settings)
+        self.watchdog = Watchdog(
+            engine, self.specs, self.alerter, settings, liveness_for(settings, engine)
+        )
         self.fence = Fence(engine, "scheduler-1")
 
     def check(self, now: datetime | None = None) -> Any:
@@ -93,15 +98,17 @@ def _set_status(engine: Engine, fire_id: int, status: str) -> None:
 def test_last_fire_time_of_cron_every_and_at() -> None:
     cron = ScheduleSpec(name="c", actor="a", trigger="cron", cron="0 8 * * 1")
     before = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)  # a Saturday
-    assert last_fire_time(cron, before) == datetime(2026, 11, 23, 8, 0, tzinfo=UTC)  # Monday
+    assert last_fire_time(build_trigger(cron), before) == datetime(
+        2026, 11, 23, 8, 0, tzinfo=UTC
+    )  # Monday
     every = ScheduleSpec(name="e", actor="a", trigger="every", every=timedelta(seconds=15))
-    assert last_fire_time(every, datetime(2026, 1, 1, 0, 0, 7, tzinfo=UTC)) == datetime(
-        2026, 1, 1, tzinfo=UTC
-    )
+    assert last_fire_time(
+        build_trigger(every), datetime(2026, 1, 1, 0, 0, 7, tzinfo=UTC)
+    ) == datetime(2026, 1, 1, tzinfo=UTC)
     at = datetime(2026, 5, 1, tzinfo=UTC)
     once = ScheduleSpec(name="o", actor="a", trigger="at", at=at)
-    assert last_fire_time(once, at - timedelta(seconds=1)) is None
-    assert last_fire_time(once, at + timedelta(days=3)) == at
+    assert last_fire_time(build_trigger(once), at - timedelta(seconds=1)) is None
+    assert last_fire_time(build_trigger(once), at + timedelta(days=3)) == at
 
 
 # -- stuck -------------------------------------------------------------------------------------
@@ -217,10 +224,12 @@ def test_lost_attempt_of_a_killed_worker(
             assert dog.check().resolved == []  # nothing succeeded since
             return
 
-        # resend: the fire is pending again with the next attempt number, the leader's
-        # re-send path sends the same message id, and a live worker finishes it.
+        # resend: the fire is pending again, re-sent once more (not a retry: a dead worker
+        # is not a failing job), so the next delivery is attempt 1; the leader's re-send
+        # path sends the same message id, and a live worker finishes it.
         assert report.resent == [fire.id] and row.status == "pending"
-        assert row.message["options"]["retries"] == 1
+        assert row.message["options"]["cronwork"]["resends"] == 1
+        assert "retries" not in row.message["options"]
         h = Harness(engine, make_settings(dog_settings.redis_prefix), lambda: make_engine(pg_url))
         try:
 
@@ -258,7 +267,7 @@ def test_overdue_schedule_is_found_and_resolves_on_an_outcome(
     report = dog.check(later)
     assert report.found == {("overdue", "minutely")}  # not the paused one
     [inc] = dog.incidents("overdue")
-    expected = last_fire_time(s, later - timedelta(seconds=10))
+    expected = last_fire_time(build_trigger(s), later - timedelta(seconds=10))
     assert inc.details["scheduled_for"] == expected.isoformat().replace("+00:00", "Z")
     assert len(dog.texts()) == 1 and "minutely is overdue" in dog.texts()[0]
 
