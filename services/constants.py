@@ -4,6 +4,13 @@ from __future__ import annotations
 
 #: Redis key (after the configured prefix) holding the scheduler lease.
 LEASE_KEY = "scheduler:lease"
+#: Redis key segment of the locks: a lock named ``k`` lives at ``<prefix>:lock:k``.
+LOCK_KEY = "lock"
+#: Pub/sub channel segment on which a released lock wakes its waiters:
+#: ``<prefix>:lock-released:k``.
+LOCK_RELEASED_CHANNEL = "lock-released"
+#: Schedule option and actor option (``lock: {key: ..., ttl: ...}``) that runs a job under a lock.
+LOCK_OPTION = "lock"
 #: Message option carrying the fire's identity; its presence marks a cronwork message.
 FIRE_OPTION = "cronwork"
 #: At most this many missed fires of one gap are recorded one by one (the oldest);
