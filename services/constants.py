@@ -10,6 +10,13 @@ WORKER_KEY = "worker"
 #: Redis key (after the prefix and a colon, then the Dramatiq message id) saying where the
 #: newest copy of a cronwork message sits in the broker (services/message_refs.py).
 MESSAGE_REF_KEY = "msgref"
+#: Redis key segment of the locks: a lock named ``k`` lives at ``<prefix>:lock:k``.
+LOCK_KEY = "lock"
+#: Pub/sub channel segment on which a released lock wakes its waiters:
+#: ``<prefix>:lock-released:k``.
+LOCK_RELEASED_CHANNEL = "lock-released"
+#: Schedule option and actor option (``lock: {key: ..., ttl: ...}``) that runs a job under a lock.
+LOCK_OPTION = "lock"
 #: Message option carrying the fire's identity; its presence marks a cronwork message.
 FIRE_OPTION = "cronwork"
 #: At most this many missed fires of one gap are recorded one by one (the oldest);

@@ -9,6 +9,10 @@ is here instead::
     def send_weekly_digest():
         fire = current_fire()
         week = fire.scheduled_for if fire else datetime.now(UTC)
+
+An actor that decides not to do its work (a lock held elsewhere, nothing to do) calls
+``mark_skipped(reason)`` and returns: the attempt is then recorded as ``skipped`` with
+that reason instead of ``succeeded``.
 """
 
 from __future__ import annotations
@@ -39,21 +43,32 @@ def current_fire() -> FireInfo | None:
     return getattr(_local, "fire", None)
 
 
-def _set_current(fire: FireInfo | None) -> None:
-    _local.fire = fire
+def mark_skipped(reason: str) -> bool:
+    """Have the running attempt recorded as skipped, with ``reason``, once the actor returns.
 
-
-def mark_skipped(reason: str) -> None:
-    """Record this attempt as ``skipped`` with ``reason`` when its body returns.
-
-    For code that decides not to do the work (a busy lock): the attempt is then not
-    counted as a success, and the reason shows in history.
+    Returns False, and does nothing, outside a cronwork fire. The first reason given
+    in an attempt is kept: it is the one that decided.
     """
-    _local.skip_reason = reason
+    if current_fire() is None:
+        return False
+    if getattr(_local, "skip_reason", None) is None:
+        _local.skip_reason = reason
+    return True
 
 
 def take_skip_reason() -> str | None:
-    """The reason given to :func:`mark_skipped` in this thread, once (tracking reads it)."""
-    reason = getattr(_local, "skip_reason", None)
+    """The reason given to :func:`mark_skipped` in this thread's attempt, then forgotten.
+
+    For the tracking middleware, after the actor returned; it may be called before or
+    after the fire is cleared with ``_set_current(None)``.
+    """
+    reason: str | None = getattr(_local, "skip_reason", None)
     _local.skip_reason = None
     return reason
+
+
+def _set_current(fire: FireInfo | None) -> None:
+    if fire is not None:
+        # A new attempt never inherits the skip of the previous one on this thread.
+        _local.skip_reason = None
+    _local.fire = fire

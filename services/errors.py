@@ -49,3 +49,30 @@ class ConfigError(CronworkError):
 
 class UnknownSchedule(CronworkError):
     """No such schedule."""
+
+
+class LockError(CronworkError):
+    """The lock could not be used."""
+
+
+class LockBusy(LockError):
+    """The lock is held by someone else."""
+
+    def __init__(self, key: str, holder: str | None = None, waited: float | None = None) -> None:
+        self.key = key
+        self.holder = holder
+        self.waited = waited
+        message = f"lock '{key}' is busy"
+        if holder:
+            message += f": held by {holder}"
+        if waited is not None:
+            message += f"; gave up after waiting {waited:.3g}s"
+        super().__init__(message)
+
+
+class LockLost(LockError):
+    """The lock expired or was taken over while its holder was still running."""
+
+
+class LockOptionsError(LockError, ValueError):
+    """Invalid lock options."""

@@ -55,6 +55,7 @@ def scheduler_service(
 
 
 def cmd_scheduler(settings: Settings, args: argparse.Namespace) -> int:
+    from services.locks import configure as configure_locks
     from services.runtime import load_schedule_file, prepare_broker
     from services.watch.sentry import init_sentry
     from services.web.health import serve as serve_health
@@ -65,6 +66,7 @@ def cmd_scheduler(settings: Settings, args: argparse.Namespace) -> int:
             "for one process without Redis run `cronwork up`"
         )
     init_sentry(settings, dramatiq=False)  # plain error capture and watchdog check-ins
+    configure_locks(settings)
     schedule_file = load_schedule_file(settings)
     broker = prepare_broker(settings, schedule_file)
     engine = open_engine(settings)
@@ -110,6 +112,7 @@ def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
 
 def cmd_up(settings: Settings, args: argparse.Namespace) -> int:
     from services.broker import sender_broker
+    from services.locks import configure as configure_locks
     from services.runtime import engine_for, ensure_schema, load_schedule_file, prepare_broker
     from services.watch.sentry import init_sentry
     from services.web.health import serve as serve_health
@@ -120,6 +123,7 @@ def cmd_up(settings: Settings, args: argparse.Namespace) -> int:
     engine = engine_for(settings)
     ensure_schema(settings, engine, migrate=True)
     init_sentry(settings, dramatiq=True)  # before the broker: it patches Broker.__init__
+    configure_locks(settings)  # before any actor runs: its locks need to know where to live
     broker = worker_broker(settings, engine_factory=lambda: engine)
     prepare_broker(settings, schedule_file, broker)
     install_alerts(broker, settings, schedule_file.schedules, lambda: engine)

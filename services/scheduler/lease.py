@@ -7,31 +7,15 @@ own clock says it may have expired, without waiting to hear from Redis.
 
 from __future__ import annotations
 
-import json
-import secrets
 import time
 from typing import Any, Protocol
 
 import redis
 
 from services.constants import LEASE_KEY
+from services.owned_keys import OwnedKeys, new_value, read_value
 from services.settings import Settings
 from services.timeutil import iso, utcnow
-
-#: Compare-and-renew: only the token holder may extend the lease.
-_RENEW = """
-if redis.call('get', KEYS[1]) == ARGV[1] then
-  return redis.call('pexpire', KEYS[1], ARGV[2])
-end
-return 0
-"""
-#: Compare-and-delete: only the token holder may release the lease.
-_RELEASE = """
-if redis.call('get', KEYS[1]) == ARGV[1] then
-  return redis.call('del', KEYS[1])
-end
-return 0
-"""
 
 
 class Lease(Protocol):
@@ -54,16 +38,12 @@ class RedisLease:
         self.instance_id = instance_id
         self._value = ""
         self._valid_until = 0.0
-        self._renew = client.register_script(_RENEW)
-        self._release = client.register_script(_RELEASE)
+        self._keys = OwnedKeys(client)
 
     def acquire(self) -> bool:
         started = time.monotonic()
-        token = secrets.token_hex(16)
-        value = json.dumps(
-            {"token": token, "instance_id": self.instance_id, "since": iso(utcnow())}
-        )
-        if not self.client.set(self.key, value, nx=True, px=int(self.ttl * 1000)):
+        value = new_value(instance_id=self.instance_id)
+        if not self._keys.take(self.key, value, int(self.ttl * 1000)):
             return False
         self._value = value
         self._valid_until = started + self.ttl
@@ -73,7 +53,7 @@ class RedisLease:
         if not self._value:
             return False
         started = time.monotonic()
-        ok = bool(self._renew(keys=[self.key], args=[self._value, int(self.ttl * 1000)]))
+        ok = self._keys.extend(self.key, self._value, int(self.ttl * 1000))
         if ok:
             # Count from before the call: the lease may have been set late in the round trip.
             self._valid_until = started + self.ttl
@@ -85,19 +65,15 @@ class RedisLease:
     def release(self) -> None:
         value, self._value, self._valid_until = self._value, "", 0.0
         if value:
-            self._release(keys=[self.key], args=[value])
+            self._keys.delete(self.key, value)
 
     def valid(self) -> bool:
         """Whether this process may still act as leader, by its own clock."""
         return bool(self._value) and time.monotonic() < self._valid_until
 
     def holder(self) -> dict[str, Any] | None:
-        raw = self.client.get(self.key)
-        if raw is None:
-            return None
-        try:
-            data = json.loads(raw)
-        except ValueError:
+        data = read_value(self.client.get(self.key))
+        if data is None:
             return None
         return {"instance_id": data.get("instance_id"), "since": data.get("since")}
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 
+from services.locks import configure as configure_locks
 from services.logs import configure_logging
 from services.runtime import engine_for, load_schedule_file, prepare_broker
 from services.settings import Settings
@@ -33,6 +34,10 @@ def setup() -> None:
         instance_id=instance_id,
         # The same setting `cronwork worker --check` and the worker's /healthz read.
         heartbeat_file=settings.heartbeat_file,
+    )
+    # Before any actor runs: the locks it takes must know where they live.
+    configure_locks(
+        redis_url=settings.redis_url_value(), prefix=settings.redis_prefix, instance_id=instance_id
     )
     schedule_file = load_schedule_file(settings)
     prepare_broker(settings, schedule_file, broker)
