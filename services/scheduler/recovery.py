@@ -46,8 +46,10 @@ class Recovery:
         maintenance: RedisBroker | None,
         queues: Iterable[str],
         started_at: datetime | None = None,
+        settle: timedelta = SETTLE,
     ) -> None:
         self.fence = fence
+        self.settle = settle
         self.refs = refs
         self.maintenance = maintenance
         self.queues = sorted(set(queues))
@@ -74,7 +76,7 @@ class Recovery:
 
     def resend_lost(self) -> int:
         """Put back to pending every waiting fire whose message is gone; how many."""
-        waiting = self.fence.waiting(SETTLE)
+        waiting = self.fence.waiting(self.settle)
         if not waiting:
             return 0
         lost = self._lost(waiting)

@@ -12,41 +12,43 @@ RedisLease with the CLI's socket timeout) and runs ``run()`` on a thread.
 
 from __future__ import annotations
 
-import glob
 import itertools
+import json
+import logging
 import math
-import os
-import pwd
-import shutil
-import signal
-import socket
-import subprocess
-import tempfile
+import re
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any, cast
 
 import dramatiq
 import pytest
 import redis
-from redis.backoff import NoBackoff
-from redis.retry import Retry
 from sqlalchemy import Engine
 
 from services.broker import sender_broker
 from services.cli.processes import scheduler_service
+from services.constants import LEASE_KEY
+from services.scheduler.dispatch import Dispatcher
+from services.scheduler.recovery import Recovery
 from services.scheduler.service import SchedulerService
 from services.schedules.spec import ScheduleSpec
 from services.settings import Settings
 from services.store.engines import make_engine
 from services.store.fence import Fence, request
 from services.store.migrate import upgrade
-from tests.conftest import require
-from tests.integration.conftest import fire_rows, make_settings, spec, wait_for
+from tests.integration.conftest import attempt_rows, fire_rows, make_settings, spec, wait_for
+from tests.integration.worker_harness import Harness
+from tests.servers import (  # noqa: F401 (fixtures)
+    ThrowawayPostgres,
+    ThrowawayRedis,
+    free_port,
+    throwaway_pg_fixture,
+    throwaway_redis_fixture,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -55,211 +57,6 @@ ONE_SECOND = timedelta(seconds=1)
 DOWN_SECONDS = 3.0
 #: Lease TTL of the Redis-restart test (renewed every TTL/3).
 SHORT_TTL = 1.5
-
-
-# -- throwaway servers -----------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _pg_bindir() -> Path | None:
-    """The newest installed PostgreSQL's bin directory that has everything we run."""
-    found = sorted(
-        (Path(p).parent for p in glob.glob("/usr/lib/postgresql/*/bin/initdb")),
-        key=lambda d: float(d.parent.name) if d.parent.name.replace(".", "").isdigit() else 0.0,
-    )
-    for bindir in reversed(found):
-        if all((bindir / b).exists() for b in ("initdb", "pg_ctl", "postgres")):
-            return bindir
-    return None
-
-
-class ThrowawayPostgres:
-    """A private PostgreSQL cluster (trust auth, fsync off) that a test may stop and start."""
-
-    def __init__(self, bindir: Path) -> None:
-        self.bindir = bindir
-        self.port = free_port()
-        self.root = Path(tempfile.mkdtemp(prefix="cw-fault-pg-"))
-        self.data = self.root / "data"
-        self.log = self.root / "postgres.log"
-        # initdb and postgres refuse root: run them as the postgres user when we are root.
-        self.as_user: list[str] = []
-        if os.geteuid() == 0:
-            pw = pwd.getpwnam("postgres")
-            os.chown(self.root, pw.pw_uid, pw.pw_gid)
-            self.as_user = ["runuser", "-u", "postgres", "--"]
-
-    @property
-    def url(self) -> str:
-        return f"postgresql+psycopg2://postgres@127.0.0.1:{self.port}/postgres"
-
-    def _run(self, *args: str, timeout: float = 60.0) -> None:
-        proc = subprocess.run(
-            [*self.as_user, *args],
-            cwd=self.root,  # the postgres user must be able to stat its working directory
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            check=False,
-        )
-        if proc.returncode != 0:
-            output = f"{proc.stdout}{proc.stderr}"
-            raise RuntimeError(f"{args[0]} failed ({proc.returncode}): {output}\n{self.log_tail()}")
-
-    def log_tail(self) -> str:
-        with suppress(OSError):
-            return self.log.read_text(errors="replace")[-3000:]
-        return ""
-
-    def init(self) -> None:
-        self._run(
-            str(self.bindir / "initdb"),
-            "-D",
-            str(self.data),
-            "-U",
-            "postgres",
-            "-A",
-            "trust",
-            "-E",
-            "UTF8",
-            "--no-sync",
-        )
-
-    def start(self) -> None:
-        options = (
-            f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 "
-            "-c fsync=off -c synchronous_commit=off -c full_page_writes=off"
-        )
-        self._run(
-            str(self.bindir / "pg_ctl"),
-            "-D",
-            str(self.data),
-            "-l",
-            str(self.log),
-            "-o",
-            options,
-            "-w",
-            "-t",
-            "30",
-            "start",
-        )
-
-    def stop(self, mode: str = "fast") -> None:
-        self._run(str(self.bindir / "pg_ctl"), "-D", str(self.data), "-m", mode, "-w", "stop")
-
-    def destroy(self) -> None:
-        with suppress(Exception):
-            self.stop("immediate")
-        # If pg_ctl could not stop it, kill the postmaster by its pid file.
-        with suppress(Exception):
-            pid = int((self.data / "postmaster.pid").read_text().split()[0])
-            os.kill(pid, signal.SIGKILL)
-        shutil.rmtree(self.root, ignore_errors=True)
-
-
-class ThrowawayRedis:
-    """A private redis-server (no persistence) that a test may SIGKILL and restart."""
-
-    def __init__(self, binary: str) -> None:
-        self.binary = binary
-        self.port = free_port()
-        self.root = Path(tempfile.mkdtemp(prefix="cw-fault-redis-"))
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> None:
-        assert self.proc is None or self.proc.poll() is not None
-        with open(self.root / "redis.log", "ab") as log:
-            self.proc = subprocess.Popen(
-                [
-                    self.binary,
-                    "--port",
-                    str(self.port),
-                    "--bind",
-                    "127.0.0.1",
-                    "--save",
-                    "",
-                    "--appendonly",
-                    "no",
-                    "--dir",
-                    str(self.root),
-                ],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-        client = redis.Redis(port=self.port, socket_timeout=1, retry=Retry(NoBackoff(), 0))
-
-        def up() -> bool:
-            assert self.proc is not None
-            if self.proc.poll() is not None:
-                log = (self.root / "redis.log").read_text(errors="replace")[-2000:]
-                pytest.fail(f"redis-server exited ({self.proc.returncode}):\n{log}")
-            try:
-                return bool(client.ping())
-            except redis.RedisError:
-                return False
-
-        try:
-            wait_for(up, timeout=10, what=f"redis-server on port {self.port}")
-        finally:
-            client.close()
-
-    def freeze(self) -> None:
-        """SIGSTOP: connections are accepted by the kernel but nothing is answered."""
-        assert self.proc is not None and self.proc.poll() is None
-        self.proc.send_signal(signal.SIGSTOP)
-
-    def kill(self) -> None:
-        """SIGKILL: no shutdown, no save; the data in it is gone."""
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(timeout=10)
-
-    def destroy(self) -> None:
-        with suppress(Exception):
-            self.kill()
-        shutil.rmtree(self.root, ignore_errors=True)
-
-
-@pytest.fixture
-def throwaway_pg() -> Iterator[ThrowawayPostgres]:
-    bindir = _pg_bindir()
-    require(bindir is not None, "PostgreSQL binaries (/usr/lib/postgresql/*/bin/initdb, pg_ctl)")
-    assert bindir is not None
-    if os.geteuid() == 0:
-        try:
-            pwd.getpwnam("postgres")
-        except KeyError:
-            require(False, "the 'postgres' OS user (initdb refuses root)")
-        require(shutil.which("runuser") is not None, "runuser (to run initdb as postgres)")
-    server = ThrowawayPostgres(bindir)
-    try:
-        server.init()
-        server.start()
-        yield server
-    finally:
-        server.destroy()
-
-
-@pytest.fixture
-def throwaway_redis() -> Iterator[ThrowawayRedis]:
-    binary = shutil.which("redis-server")
-    require(binary is not None, "the redis-server binary")
-    assert binary is not None
-    server = ThrowawayRedis(binary)
-    try:
-        server.start()
-        yield server
-    finally:
-        server.destroy()
 
 
 # -- helpers -----------------------------------------------------------------------------
@@ -532,3 +329,108 @@ def test_a_fire_left_pending_by_a_killed_scheduler_is_resent_once(
         message.options["cronwork"]["scheduled_for"]
         == left.message["options"]["cronwork"]["scheduled_for"]
     )
+
+
+# -- 4. Redis restarts empty: queued messages and delayed retries are gone ---------------------
+
+
+def test_an_empty_redis_restart_loses_no_fire(
+    throwaway_redis: ThrowawayRedis, pg_url: str, engine: Engine
+) -> None:
+    """0.1.0 left such fires enqueued or retrying for ever, with no incident."""
+    settings = make_settings("cwlost", redis_url=throwaway_redis.url, lost_after=1.0)
+    fence = Fence(engine, "leader")
+    recovery = Recovery.from_settings(settings, fence, ["default"])
+    recovery.settle = timedelta(0)
+    sender = sender_broker(settings)
+    dispatcher = Dispatcher(sender, fence, lambda: recovery.refs)
+    flaky = spec("flaky", "flaky_job", max_retries=3, min_backoff=timedelta(minutes=5))
+    queued = spec("queued", "queued_job")
+    calls: list[str] = []
+    h = Harness(engine, settings, lambda: make_engine(pg_url))
+    try:
+
+        @h.actor("flaky_job")
+        def flaky_job() -> None:
+            calls.append("flaky")
+            if calls.count("flaky") == 1:
+                raise RuntimeError("first try fails")
+
+        @h.actor("queued_job")
+        def queued_job() -> None:
+            calls.append("queued")
+
+        # flaky fails once and waits 5 minutes for its retry, delayed in the broker.
+        h.start()
+        retrying = h.fire(flaky)
+        assert h.wait_fire(retrying, ("retrying",)).status == "retrying"
+        h.close()
+        # queued is sent while no worker runs.
+        [waiting] = fence.claim([request(queued, datetime(2026, 3, 1, tzinfo=UTC), "scheduled")])
+        assert dispatcher.send([waiting]) == 1
+        assert recovery.resend_lost() == 0  # both messages are where they should be
+
+        throwaway_redis.kill()
+        throwaway_redis.start()  # empty: no persistence
+        assert recovery.resend_lost() == 2
+        rows = {r.id: r for r in fire_rows(engine)}
+        assert rows[waiting.id].status == rows[retrying.id].status == "pending"
+        # The lost retry is sent again as the retry it was (attempt 1), not as attempt 0.
+        assert rows[retrying.id].message["options"]["retries"] == 1
+        assert rows[waiting.id].error == "message lost by the broker"
+
+        assert dispatcher.resend_pending(0.0) == 2
+        h2 = Harness(engine, settings, lambda: make_engine(pg_url))
+        try:
+
+            @h2.actor("flaky_job")
+            def flaky_again() -> None:
+                calls.append("flaky")
+
+            @h2.actor("queued_job")
+            def queued_again() -> None:
+                calls.append("queued")
+
+            h2.start()
+            assert h2.wait_fire(waiting).status == "succeeded"
+            assert h2.wait_fire(retrying).status == "succeeded"
+        finally:
+            h2.close()
+        attempts = [(a.attempt, a.status) for a in attempt_rows(engine, retrying.message_id)]
+        assert attempts == [(0, "retrying"), (1, "succeeded")]
+        assert sorted(calls) == ["flaky", "flaky", "queued"]
+    finally:
+        h.close()
+        sender.close()
+
+
+# -- 5. Outages are logged once, not once per loop ---------------------------------------------
+
+
+def test_a_redis_outage_is_one_warning_and_one_info_for_a_standby(
+    throwaway_redis: ThrowawayRedis, pg_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """0.1.0 logged 'could not acquire lease' at WARNING four times a second."""
+    settings = make_settings("cwquiet", redis_url=throwaway_redis.url, instance_id="standby")
+    holder = redis.Redis.from_url(throwaway_redis.url)
+    caplog.set_level(logging.INFO)
+    # Someone else holds the lease: this replica stands by, trying to take it.
+    holder.set(f"cwquiet:{LEASE_KEY}", json.dumps({"instance_id": "other"}), px=60_000)
+    with running_service(settings, pg_url, by_name(spec("tick"))):
+        time.sleep(0.5)
+        throwaway_redis.kill()
+        time.sleep(3.0)  # about 12 tries to take the lease
+        throwaway_redis.start()
+        wait_for(
+            lambda: any("redis is back" in r.getMessage() for r in caplog.records),
+            timeout=10,
+            what="the end of the outage to be logged",
+        )
+        # The restart lost the other holder's lease too: this replica may take it now.
+        lines = [r for r in caplog.records if r.name.startswith(("services", "cronwork"))]
+    warnings = [r.getMessage() for r in lines if r.levelno >= logging.WARNING]
+    assert len(warnings) == 1, warnings
+    assert warnings[0].startswith("redis unreachable (acquire the lease failed")
+    [back] = [r.getMessage() for r in lines if "is back" in r.getMessage()]
+    assert re.fullmatch(r"redis is back after [\d.]+s; \d+ operation\(s\) failed meanwhile", back)
+    assert int(back.split("; ")[1].split()[0]) >= 5

@@ -7,6 +7,7 @@ Plus ``cronwork incidents``.
 from __future__ import annotations
 
 import json
+import logging
 import multiprocessing
 import os
 import signal
@@ -39,6 +40,7 @@ from services.worker.broker import worker_broker
 from tests.integration.alert_servers import SlackServer, slack_server_fixture  # noqa: F401
 from tests.integration.conftest import DEAD_REDIS, attempt_rows, make_settings, spec, wait_for
 from tests.integration.worker_harness import Harness
+from tests.proxy import TcpProxy
 
 pytestmark = pytest.mark.integration
 
@@ -372,3 +374,26 @@ def test_failed_fire_not_reported_by_a_worker_is_found_and_listed(
     assert "no open incidents" in capsys.readouterr().out
     assert main(["incidents", "--all", "--json"]) == 0
     assert len(json.loads(capsys.readouterr().out)) == 1
+
+
+def test_a_database_outage_is_one_line_for_the_watchdog_not_one_per_check(
+    pg_url: str, dog_settings: Settings, slack_server: SlackServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """0.1.0 logged each check's traceback on every pass while Postgres was away."""
+    proxy = TcpProxy("127.0.0.1", 5432)
+    engine = make_engine(proxy.url_for(pg_url, 5432))
+    try:
+        dog = Dog(engine, dog_settings, slack_server, spec("tick", "x"))
+        caplog.set_level(logging.INFO)
+        with proxy.outage():
+            for _ in range(3):
+                report = dog.watchdog.check()
+                assert len(report.failed_steps) == len(dog.watchdog.checks)
+        assert dog.watchdog.check().failed_steps == []
+    finally:
+        proxy.close()
+        engine.dispose()
+    logged = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert [r.getMessage().split(" (")[0] for r in logged] == ["database unreachable"]
+    assert not any(r.exc_info for r in caplog.records)
+    assert any("database is back" in r.getMessage() for r in caplog.records)
