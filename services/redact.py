@@ -1,4 +1,4 @@
-"""Keep secrets out of logs, errors, CLI output and alerts (DESIGN invariant 8)."""
+"""Keep secrets out of logs, errors, CLI output and alerts (docs/design.md, secrets)."""
 
 from __future__ import annotations
 

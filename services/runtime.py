@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import time
 from pathlib import Path
 
 import dramatiq
@@ -11,6 +12,7 @@ from sqlalchemy import Engine, inspect
 
 from services.broker import sender_broker
 from services.errors import ConfigError, CronworkError
+from services.outages import DATABASE, dependency_of
 from services.schedules.loader import ScheduleFile, check_actors, load_schedules
 from services.settings import Settings
 from services.store.engines import make_engine
@@ -28,19 +30,33 @@ def engine_for(settings: Settings, *, pool_size: int = 5, pre_ping: bool = True)
     return make_engine(settings.database_url_value(), pool_size=pool_size, pre_ping=pre_ping)
 
 
-def ensure_schema(settings: Settings, engine: Engine, *, migrate: bool) -> None:
+def ensure_schema(settings: Settings, engine: Engine, *, migrate: bool, wait: bool = False) -> None:
     """``migrate``/``up`` upgrade the schema; other commands refuse a database without it.
 
     Only those two migrate: a ``cronwork status`` run while ``cronwork up`` starts would
     otherwise race it through the same migration on the embedded SQLite file.
-    """
-    if migrate:
-        from services.store.migrate import upgrade  # Alembic only where it runs
 
-        upgrade(settings.database_url_value())
-        return
-    if not inspect(engine).has_table("cronwork_fires"):
-        raise SchemaMissing()
+    ``wait``: a long-running process (scheduler, worker) that starts while the database
+    is away waits for it, saying so once, instead of exiting into a restart loop.
+    """
+    delay = 0.5
+    while True:
+        try:
+            if migrate:
+                from services.store.migrate import upgrade  # Alembic only where it runs
+
+                upgrade(settings.database_url_value())
+                return
+            if not inspect(engine).has_table("cronwork_fires"):
+                raise SchemaMissing()
+            DATABASE.ok()
+            return
+        except Exception as exc:
+            if not wait or dependency_of(exc) is not DATABASE:
+                raise
+            DATABASE.failed("start (waiting for the database)", exc)
+        time.sleep(delay)
+        delay = min(delay * 2, 5.0)
 
 
 def load_schedule_file(settings: Settings) -> ScheduleFile:

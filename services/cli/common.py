@@ -36,12 +36,15 @@ def find_spec(
     return specs[name]
 
 
-def open_engine(settings: Settings) -> Engine:
-    """The database of a migrated deployment (commands other than migrate/up never migrate)."""
+def open_engine(settings: Settings, *, wait: bool = False) -> Engine:
+    """The database of a migrated deployment (commands other than migrate/up never migrate).
+
+    ``wait``: for processes that run for long, wait while the database is away.
+    """
     from services.runtime import engine_for, ensure_schema
 
     engine = engine_for(settings)
-    ensure_schema(settings, engine, migrate=False)
+    ensure_schema(settings, engine, migrate=False, wait=wait)
     return engine
 
 

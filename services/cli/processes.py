@@ -69,7 +69,7 @@ def cmd_scheduler(settings: Settings, args: argparse.Namespace) -> int:
     configure_locks(settings)
     schedule_file = load_schedule_file(settings)
     broker = prepare_broker(settings, schedule_file)
-    engine = open_engine(settings)
+    engine = open_engine(settings, wait=True)
     service = scheduler_service(settings, broker, schedule_file.schedules, engine)
     on_signals(service.stop)
     serve_health(settings, live=service.health)
@@ -95,7 +95,7 @@ def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
     # Refuse a bad schedules.yaml (or a bare database) here, with a clean message,
     # before Dramatiq starts processes that would each fail on it.
     prepare_broker(settings, load_schedule_file(settings))
-    open_engine(settings).dispose()
+    open_engine(settings, wait=True).dispose()
     from services.worker.boot import PROCESSES_ENV, THREADS_ENV
 
     os.environ[PROCESSES_ENV] = str(args.processes)
@@ -121,7 +121,7 @@ def cmd_up(settings: Settings, args: argparse.Namespace) -> int:
 
     schedule_file = load_schedule_file(settings)
     engine = engine_for(settings)
-    ensure_schema(settings, engine, migrate=True)
+    ensure_schema(settings, engine, migrate=True, wait=True)
     init_sentry(settings, dramatiq=True)  # before the broker: it patches Broker.__init__
     configure_locks(settings)  # before any actor runs: its locks need to know where to live
     broker = worker_broker(settings, engine_factory=lambda: engine)

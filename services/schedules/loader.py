@@ -1,6 +1,6 @@
 """Load and validate ``schedules.yaml`` into :class:`~services.schedules.spec.ScheduleSpec` objects.
 
-The file is refused whole (DESIGN.md invariant 7): every problem in it is collected,
+The file is refused whole (docs/design.md, bad input): every problem in it is collected,
 each located at the most precise line we can name, and reported together as one
 :class:`~services.errors.ConfigError`. Nothing of an invalid file is ever returned.
 

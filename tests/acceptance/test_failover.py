@@ -1,7 +1,8 @@
 """Three scheduler replicas and a worker; the leader is SIGKILLed twice.
 
 Every second of the run must be fired exactly once and succeed exactly once,
-with nothing missed (DESIGN invariants 1-4), using only the real CLI.
+with nothing missed (docs/design.md: the fence, the lease, catch-up, sending),
+using only the real CLI.
 """
 
 from __future__ import annotations

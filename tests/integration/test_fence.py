@@ -1,4 +1,7 @@
-"""The fence and the dispatcher against real Postgres and Redis (DESIGN invariants 1 and 4)."""
+"""The fence and the dispatcher against real Postgres and Redis.
+
+docs/design.md: the fence, and sending.
+"""
 
 from __future__ import annotations
 
