@@ -1,12 +1,15 @@
 """docker-compose.yml against the Compose specification, and the Dockerfile's shape.
 
 No Docker engine is needed: the Compose file is validated with check-jsonschema's
-bundled copy of the Compose spec schema, the Dockerfile is read as text.
+bundled copy of the Compose spec schema, the Dockerfile is read as text and linted with
+hadolint.
 """
 
 from __future__ import annotations
 
 import itertools
+import json
+import os
 import re
 import subprocess
 import sys
@@ -182,10 +185,43 @@ def test_dockerfile_is_multi_stage_slim_non_root() -> None:
     assert any(ins == "COPY" and "schedules.yaml" in args for ins, args in final)
 
 
+def test_hadolint_finds_nothing(tmp_path: Path) -> None:
+    """hadolint's own rules, every one: no config file, no HADOLINT_* variable and no
+    inline ``# hadolint ignore=`` comment can switch a rule off."""
+    hadolint = Path(sys.executable).parent / "hadolint"
+    assert hadolint.exists(), f"{hadolint} missing: make install-dev"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HADOLINT_")}
+    env |= {"HOME": str(tmp_path), "XDG_CONFIG_HOME": str(tmp_path)}  # no user config
+    result = subprocess.run(
+        [str(hadolint), "--format", "json", "--disable-ignore-pragma", str(DOCKERFILE)],
+        cwd=tmp_path,  # no .hadolint.yaml of the project either
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.stdout.strip(), f"hadolint printed nothing: {result.stderr}"
+    findings = [f"{f['line']}: {f['code']} {f['message']}" for f in json.loads(result.stdout)]
+    assert findings == []
+    assert result.returncode == 0, result.stderr
+
+
+def test_dockerfile_copies_the_lock_before_the_layer_that_installs_it() -> None:
+    """The dependency layer needs only the lock: a code change does not rebuild it.
+    (What every ``pip install`` reads is checked in test_lockfiles.py.)"""
+    builder = dockerfile_stages()[0]
+    steps = [(ins, args) for ins, args in builder if ins in ("COPY", "RUN")]
+    locked = next(i for i, (ins, args) in enumerate(steps) if "-r requirements.lock" in args)
+    copied = [args for ins, args in steps[:locked] if ins == "COPY"]
+    assert copied == ["requirements.lock ./"], copied
+
+
 def test_dockerignore_keeps_local_state_out() -> None:
     ignored = {line.strip() for line in DOCKERIGNORE.read_text().splitlines()}
     for entry in (".venv", ".git", ".cronwork", ".pytest_cache", ".env"):
         assert entry in ignored, entry
     # The build needs these: they must not be ignored.
-    for needed in ("services", "actors", "migrations", "pyproject.toml", "schedules.yaml"):
-        assert needed not in ignored, needed
+    needed = {"services", "actors", "migrations", "pyproject.toml", "requirements.lock"}
+    assert not needed & ignored
+    assert "schedules.yaml" not in ignored
