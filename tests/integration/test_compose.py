@@ -18,6 +18,9 @@ from typing import Any
 
 import pytest
 import yaml
+from sqlalchemy import make_url
+
+from services.store.engines import normalize_database_url
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "docker-compose.yml"
@@ -27,8 +30,8 @@ DOCKERIGNORE = ROOT / ".dockerignore"
 #: The only secret values the Compose file may carry: the documented local-dev defaults.
 LOCAL_DEV_DEFAULT = "cronwork"
 SECRETISH = re.compile(r"PASSWORD|SECRET|TOKEN|DSN|WEBHOOK|AUTH|_KEY$", re.IGNORECASE)
-#: `${NAME}` or `${NAME:-default}`, the whole value.
-INTERPOLATION = re.compile(r"^\$\{(?P<name>[A-Z0-9_]+)(?::-(?P<default>[^}]*))?\}$")
+#: `${NAME}` or `${NAME:-default}`.
+INTERPOLATION = re.compile(r"\$\{(?P<name>[A-Z0-9_]+)(?::-(?P<default>[^}]*))?\}")
 URL_PASSWORD = re.compile(r"://[^:/@\s]*:(?P<password>[^@\s]+)@")
 
 
@@ -99,8 +102,15 @@ def test_cronwork_services_share_the_anchor_and_mount_schedules(compose: dict[st
         assert source == "./schedules.yaml" and target == "/app/schedules.yaml", name
         env = svc["environment"]
         assert env["CRONWORK_SCHEDULES_FILE"] == "/app/schedules.yaml"
-        assert env["CRONWORK_DATABASE_URL"].startswith("postgresql+psycopg2://")
-        assert "@postgres:5432/" in env["CRONWORK_DATABASE_URL"]
+        # As compose hands it over (defaults filled in), then as cronwork reads it.
+        given = INTERPOLATION.sub(lambda m: m["default"] or "", env["CRONWORK_DATABASE_URL"])
+        url = make_url(normalize_database_url(given))
+        assert (url.drivername, url.host, url.port, url.database) == (
+            "postgresql+psycopg2",
+            "postgres",
+            5432,
+            "cronwork",
+        ), name
         assert env["CRONWORK_REDIS_URL"].startswith("redis://")
         assert "@redis:6379/" in env["CRONWORK_REDIS_URL"]
 
@@ -116,7 +126,7 @@ def _environments(compose: dict[str, Any]) -> list[tuple[str, str, Any]]:
 
 
 def _assert_dev_default(where: str, value: str) -> None:
-    match = INTERPOLATION.match(value)
+    match = INTERPOLATION.fullmatch(value)
     assert match, f"{where}: secret must come from the environment: {value!r}"
     assert match["default"] in (None, "", LOCAL_DEV_DEFAULT), f"{where}: {value!r}"
 
