@@ -49,6 +49,17 @@ def slow(seconds=1.0):
 """
 
 
+#: One schedule firing every second, for tests that only need something to fire.
+TICKER = """
+    imports: [acceptance_actors]
+    schedules:
+      ticker:
+        actor: tick
+        every: 1s
+        max_retries: 0
+"""
+
+
 @dataclass
 class Cronwork:
     """One test's cronwork deployment: a folder with schedules.yaml, env, processes."""

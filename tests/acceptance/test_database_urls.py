@@ -11,22 +11,13 @@ import json
 
 import pytest
 
-from tests.acceptance.conftest import Cronwork, free_port, get, wait_for
+from tests.acceptance.conftest import TICKER, Cronwork, free_port, get, wait_for
 from tests.conftest import scratch_database
-
-SCHEDULES = """
-    imports: [acceptance_actors]
-    schedules:
-      ticker:
-        actor: tick
-        every: 1s
-        max_retries: 0
-"""
 
 
 @pytest.mark.parametrize("scheme", ["postgresql", "postgres"])
 def test_migrate_scheduler_and_status_with_a_provider_url(cronwork: Cronwork, scheme: str) -> None:
-    cronwork.write_schedules(SCHEDULES)
+    cronwork.write_schedules(TICKER)
     # An empty database: `migrate` builds the whole schema through Alembic from this URL.
     with scratch_database("cw_url") as psycopg2_url:
         url = psycopg2_url.replace("postgresql+psycopg2://", f"{scheme}://", 1)

@@ -18,21 +18,12 @@ from pathlib import Path
 
 import redis
 
-from tests.acceptance.conftest import Cronwork, get, leader_of, wait_for
+from tests.acceptance.conftest import TICKER, Cronwork, get, leader_of, wait_for
 from tests.conftest import REDIS_SERVER
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 #: ``VAR=value ... .venv/bin/cronwork scheduler [args]`` up to a ``#`` comment.
 SCHEDULER_LINE = re.compile(r"^((?:[A-Z_]+=\S+ +)*\.venv/bin/cronwork scheduler\b[^#\n]*)", re.M)
-
-SCHEDULES = """
-    imports: [acceptance_actors]
-    schedules:
-      ticker:
-        actor: tick
-        every: 1s
-        max_retries: 0
-"""
 
 
 def readme_schedulers() -> list[tuple[dict[str, str], list[str]]]:
@@ -75,7 +66,7 @@ def test_two_schedulers_on_one_host_as_the_readme_shows(
     assert bindable(port_1) and bindable(port_2), (
         f"the README's ports {port_1} and {port_2} are taken on this host by another program"
     )
-    cronwork.write_schedules(SCHEDULES)
+    cronwork.write_schedules(TICKER)
     assert cronwork.run("migrate").returncode == 0
     client = redis.Redis.from_url(REDIS_SERVER)
 
