@@ -17,14 +17,19 @@ RUN python -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
 
 WORKDIR /src
+# The dependencies first, exactly as locked (`make lock`), every hash checked. A layer of
+# their own: editing the code does not reinstall them, only a new lock does.
+COPY requirements.lock ./
+RUN pip install --require-hashes -r requirements.lock
 # README.md* : pyproject names a readme; the glob keeps the build working while it is absent.
 COPY pyproject.toml README.md* ./
 COPY services ./services
 COPY actors ./actors
 COPY migrations ./migrations
-# A regular (non-editable) install: the final stage copies only /opt/venv, not /src.
-RUN pip install --upgrade pip setuptools wheel \
-    && pip install . \
+# cronwork itself, resolving and downloading nothing: its dependencies are in the venv and
+# --no-build-isolation builds it with the locked setuptools. A regular (non-editable)
+# install: the final stage copies only /opt/venv, not /src.
+RUN pip install --no-deps --no-build-isolation . \
     && cronwork --help >/dev/null
 
 # ---- runtime: slim base + the venv; no compilers, no build tools, no source tree ----------

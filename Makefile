@@ -2,8 +2,13 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
+# Exact versions, with hashes, of everything cronwork runs with and is developed with;
+# written by `make lock` from pyproject.toml, installed by every target below, CI and the
+# Dockerfile.
+LOCK := requirements.lock
+DEV_LOCK := requirements-dev.lock
 
-.PHONY: run test lint check install install-dev bench clean
+.PHONY: run test lint check install install-dev lock bench clean
 
 run: $(VENV)/.installed
 	$(BIN)/cronwork up
@@ -27,16 +32,34 @@ bench: $(VENV)/.installed-dev
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
 
-# Re-install whenever the project's dependencies change.
-$(VENV)/.installed: pyproject.toml | $(BIN)/python
-	$(BIN)/pip install --quiet -e .
+# The locked dependencies (pip checks every hash), then cronwork itself with nothing
+# resolved or downloaded: --no-build-isolation builds it with the locked setuptools.
+# Re-run whenever the lock or the project's metadata changes.
+$(VENV)/.installed: $(LOCK) pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet --require-hashes -r $(LOCK)
+	$(BIN)/pip install --quiet --no-deps --no-build-isolation -e .
 	touch $@
 
-$(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
-	$(BIN)/pip install --quiet -e '.[dev]'
+# The dev lock holds every runtime pin too (it is resolved within requirements.lock).
+$(VENV)/.installed-dev: $(DEV_LOCK) pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet --require-hashes -r $(DEV_LOCK)
+	$(BIN)/pip install --quiet --no-deps --no-build-isolation -e .
 	touch $(VENV)/.installed $@
+
+# Rewrite both locks from pyproject.toml, after editing its dependencies. Versions already
+# locked are kept while they still fit; `make lock LOCK_ARGS=--upgrade` takes the newest of
+# everything. Universal: one lock for Linux, macOS and Windows, for every Python that
+# pyproject.toml allows. setuptools (the build backend) is locked too, read from
+# [build-system].
+UV_COMPILE = $(BIN)/uv pip compile --quiet --universal --generate-hashes \
+	--custom-compile-command 'make lock' $(LOCK_ARGS)
+BUILD_REQUIRES = $(BIN)/python -c 'import tomllib; \
+	print(*tomllib.load(open("pyproject.toml", "rb"))["build-system"]["requires"], sep="\n")'
+
+lock: $(VENV)/.installed-dev
+	$(BUILD_REQUIRES) | $(UV_COMPILE) pyproject.toml - -o $(LOCK)
+	$(BUILD_REQUIRES) | $(UV_COMPILE) pyproject.toml - --extra dev -c $(LOCK) -o $(DEV_LOCK)
 
 clean:
 	rm -rf $(VENV) .cronwork *.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -71,8 +71,13 @@ class Settings(BaseSettings):
         return self.redis_url is None
 
     def database_url_value(self) -> str:
+        """The URL every reader connects with: ``postgres://`` and ``postgresql://`` as
+        ``postgresql+psycopg2://`` (see ``normalize_database_url``)."""
         if self.database_url is not None:
-            return self.database_url.get_secret_value()
+            # Imported on call: importing settings (every module does) stays free of SQLAlchemy.
+            from services.store.engines import normalize_database_url
+
+            return normalize_database_url(self.database_url.get_secret_value())
         path = (self.data_dir / "cronwork.sqlite3").resolve()
         return f"sqlite:///{path}"
 

@@ -4,10 +4,39 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, make_url
 from sqlalchemy.dialects import postgresql, sqlite
 
+from services.errors import CronworkError
 from services.store.tables import metadata
+
+#: Postgres through psycopg2, the driver cronwork installs.
+POSTGRES_DRIVER = "postgresql+psycopg2"
+#: The schemes hosting providers hand out. SQLAlchemy 2.1 reads a bare ``postgresql`` as
+#: psycopg 3 (not installed) and does not know ``postgres`` at all.
+_BARE_POSTGRES = frozenset({"postgres", "postgresql"})
+
+
+class DatabaseUrlError(CronworkError):
+    """CRONWORK_DATABASE_URL: the password holds a raw '@'; write it percent-encoded, as %40."""
+
+
+def normalize_database_url(url: str) -> str:
+    """``postgres://`` and ``postgresql://`` as ``postgresql+psycopg2://``; others as given.
+
+    Only the scheme changes: the rest is kept byte for byte, so a percent-encoded password
+    (``p%40ss`` for ``p@ss``) reaches the driver as written, and SQLite paths are untouched.
+    A raw ``@`` in a Postgres password is refused: the URL parser would take what follows
+    it for the host name, and the driver would print that in its connection error.
+    """
+    scheme, sep, rest = url.partition("://")
+    if not sep or not scheme.lower().startswith("postgres"):
+        return url
+    if scheme.lower() in _BARE_POSTGRES:
+        url = f"{POSTGRES_DRIVER}://{rest}"
+    if "@" in (make_url(url).host or ""):
+        raise DatabaseUrlError()
+    return url
 
 
 def make_engine(url: str, *, pool_size: int = 5, pre_ping: bool = True) -> Engine:

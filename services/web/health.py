@@ -23,6 +23,7 @@ What each probe checks:
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import os
 import shutil
@@ -66,7 +67,9 @@ class HealthServer:
         try:
             self.server = ThreadingHTTPServer((host, port), handler)
         except OSError as exc:
-            raise CronworkError(f"cannot serve HTTP on {host}:{port}: {exc.strerror}") from exc
+            raise CronworkError(
+                f"cannot serve HTTP on {host}:{port}: {exc.strerror}; {_bind_hint(exc)}"
+            ) from exc
         self.server.daemon_threads = True
         self._thread: threading.Thread | None = None
 
@@ -97,6 +100,17 @@ class HealthServer:
             self.server.shutdown()
             self._thread.join(5)
         self.server.server_close()
+
+
+def _bind_hint(exc: OSError) -> str:
+    """What to set when the port cannot be served: a second process on one host (two
+    scheduler replicas, a scheduler and a worker) is the usual reason."""
+    if exc.errno == errno.EADDRINUSE:
+        return (
+            "each cronwork process on one host needs a port of its own: set "
+            "CRONWORK_HTTP_PORT to a free port, or to 0 to serve no HTTP"
+        )
+    return "check CRONWORK_HTTP_HOST and CRONWORK_HTTP_PORT (0 serves no HTTP)"
 
 
 def _handler_for(health: HealthServer) -> type[BaseHTTPRequestHandler]:

@@ -5,10 +5,13 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,6 +46,17 @@ def always_fails():
 @dramatiq.actor
 def slow(seconds=1.0):
     time.sleep(seconds)
+"""
+
+
+#: One schedule firing every second, for tests that only need something to fire.
+TICKER = """
+    imports: [acceptance_actors]
+    schedules:
+      ticker:
+        actor: tick
+        every: 1s
+        max_retries: 0
 """
 
 
@@ -120,6 +134,23 @@ def wait_for(
             return value
         time.sleep(every)
     raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def get(port: int, path: str) -> tuple[int, str]:
+    """GET an endpoint of a process on this host: (status, body), (0, "") while not listening."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as resp:
+            return resp.status, resp.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+    except OSError:
+        return 0, ""  # not listening (yet)
 
 
 @pytest.fixture

@@ -8,11 +8,8 @@ exec probe. Signals go to the main process only, as Kubernetes (or tini) sends t
 from __future__ import annotations
 
 import signal
-import socket
 import subprocess
 import time
-import urllib.error
-import urllib.request
 from functools import partial
 from pathlib import Path
 
@@ -20,7 +17,7 @@ import redis
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import create_engine, text
 
-from tests.acceptance.conftest import Cronwork, leader_of, wait_for
+from tests.acceptance.conftest import Cronwork, free_port, get, leader_of, wait_for
 from tests.conftest import REDIS_SERVER
 
 SCHEDULES = """
@@ -37,22 +34,6 @@ SCHEDULES = """
         kwargs: {seconds: 4}
         max_retries: 0
 """
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def get(port: int, path: str) -> tuple[int, str]:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as resp:
-            return resp.status, resp.read().decode()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read().decode()
-    except OSError:
-        return 0, ""  # not listening (yet)
 
 
 def sample(body: str, name: str, **labels: str) -> float:

@@ -1,12 +1,15 @@
 """docker-compose.yml against the Compose specification, and the Dockerfile's shape.
 
 No Docker engine is needed: the Compose file is validated with check-jsonschema's
-bundled copy of the Compose spec schema, the Dockerfile is read as text.
+bundled copy of the Compose spec schema, the Dockerfile is read as text and linted with
+hadolint.
 """
 
 from __future__ import annotations
 
 import itertools
+import json
+import os
 import re
 import subprocess
 import sys
@@ -15,6 +18,9 @@ from typing import Any
 
 import pytest
 import yaml
+from sqlalchemy import make_url
+
+from services.store.engines import normalize_database_url
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "docker-compose.yml"
@@ -24,8 +30,8 @@ DOCKERIGNORE = ROOT / ".dockerignore"
 #: The only secret values the Compose file may carry: the documented local-dev defaults.
 LOCAL_DEV_DEFAULT = "cronwork"
 SECRETISH = re.compile(r"PASSWORD|SECRET|TOKEN|DSN|WEBHOOK|AUTH|_KEY$", re.IGNORECASE)
-#: `${NAME}` or `${NAME:-default}`, the whole value.
-INTERPOLATION = re.compile(r"^\$\{(?P<name>[A-Z0-9_]+)(?::-(?P<default>[^}]*))?\}$")
+#: `${NAME}` or `${NAME:-default}`.
+INTERPOLATION = re.compile(r"\$\{(?P<name>[A-Z0-9_]+)(?::-(?P<default>[^}]*))?\}")
 URL_PASSWORD = re.compile(r"://[^:/@\s]*:(?P<password>[^@\s]+)@")
 
 
@@ -96,8 +102,15 @@ def test_cronwork_services_share_the_anchor_and_mount_schedules(compose: dict[st
         assert source == "./schedules.yaml" and target == "/app/schedules.yaml", name
         env = svc["environment"]
         assert env["CRONWORK_SCHEDULES_FILE"] == "/app/schedules.yaml"
-        assert env["CRONWORK_DATABASE_URL"].startswith("postgresql+psycopg2://")
-        assert "@postgres:5432/" in env["CRONWORK_DATABASE_URL"]
+        # As compose hands it over (defaults filled in), then as cronwork reads it.
+        given = INTERPOLATION.sub(lambda m: m["default"] or "", env["CRONWORK_DATABASE_URL"])
+        url = make_url(normalize_database_url(given))
+        assert (url.drivername, url.host, url.port, url.database) == (
+            "postgresql+psycopg2",
+            "postgres",
+            5432,
+            "cronwork",
+        ), name
         assert env["CRONWORK_REDIS_URL"].startswith("redis://")
         assert "@redis:6379/" in env["CRONWORK_REDIS_URL"]
 
@@ -113,7 +126,7 @@ def _environments(compose: dict[str, Any]) -> list[tuple[str, str, Any]]:
 
 
 def _assert_dev_default(where: str, value: str) -> None:
-    match = INTERPOLATION.match(value)
+    match = INTERPOLATION.fullmatch(value)
     assert match, f"{where}: secret must come from the environment: {value!r}"
     assert match["default"] in (None, "", LOCAL_DEV_DEFAULT), f"{where}: {value!r}"
 
@@ -182,10 +195,43 @@ def test_dockerfile_is_multi_stage_slim_non_root() -> None:
     assert any(ins == "COPY" and "schedules.yaml" in args for ins, args in final)
 
 
+def test_hadolint_finds_nothing(tmp_path: Path) -> None:
+    """hadolint's own rules, every one: no config file, no HADOLINT_* variable and no
+    inline ``# hadolint ignore=`` comment can switch a rule off."""
+    hadolint = Path(sys.executable).parent / "hadolint"
+    assert hadolint.exists(), f"{hadolint} missing: make install-dev"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HADOLINT_")}
+    env |= {"HOME": str(tmp_path), "XDG_CONFIG_HOME": str(tmp_path)}  # no user config
+    result = subprocess.run(
+        [str(hadolint), "--format", "json", "--disable-ignore-pragma", str(DOCKERFILE)],
+        cwd=tmp_path,  # no .hadolint.yaml of the project either
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.stdout.strip(), f"hadolint printed nothing: {result.stderr}"
+    findings = [f"{f['line']}: {f['code']} {f['message']}" for f in json.loads(result.stdout)]
+    assert findings == []
+    assert result.returncode == 0, result.stderr
+
+
+def test_dockerfile_copies_the_lock_before_the_layer_that_installs_it() -> None:
+    """The dependency layer needs only the lock: a code change does not rebuild it.
+    (What every ``pip install`` reads is checked in test_lockfiles.py.)"""
+    builder = dockerfile_stages()[0]
+    steps = [(ins, args) for ins, args in builder if ins in ("COPY", "RUN")]
+    locked = next(i for i, (ins, args) in enumerate(steps) if "-r requirements.lock" in args)
+    copied = [args for ins, args in steps[:locked] if ins == "COPY"]
+    assert copied == ["requirements.lock ./"], copied
+
+
 def test_dockerignore_keeps_local_state_out() -> None:
     ignored = {line.strip() for line in DOCKERIGNORE.read_text().splitlines()}
     for entry in (".venv", ".git", ".cronwork", ".pytest_cache", ".env"):
         assert entry in ignored, entry
     # The build needs these: they must not be ignored.
-    for needed in ("services", "actors", "migrations", "pyproject.toml", "schedules.yaml"):
-        assert needed not in ignored, needed
+    needed = {"services", "actors", "migrations", "pyproject.toml", "requirements.lock"}
+    assert not needed & ignored
+    assert "schedules.yaml" not in ignored

@@ -6,6 +6,7 @@ requests go over TCP with urllib.
 
 from __future__ import annotations
 
+import socket
 import threading
 import time
 import urllib.error
@@ -22,6 +23,7 @@ from sqlalchemy import Engine
 from services import metrics
 from services.broker import sender_broker
 from services.constants import LEASE_KEY
+from services.errors import CronworkError
 from services.scheduler.lease import RedisLease
 from services.scheduler.service import SchedulerService
 from services.settings import Settings
@@ -199,3 +201,18 @@ def test_unknown_path_and_metric_helpers_never_raise(running: Running) -> None:
     metrics.record_enqueued({}, None)  # type: ignore[arg-type]
     metrics.record_attempt(running.schedule, "succeeded", float("nan"))
     metrics.record_resent("many")  # type: ignore[arg-type]
+
+
+def test_a_busy_port_is_refused_with_what_to_set() -> None:
+    # What a second scheduler on one host meets when both keep the default port.
+    with socket.socket() as first:
+        first.bind(("127.0.0.1", 0))
+        first.listen()
+        port = first.getsockname()[1]
+        with pytest.raises(CronworkError) as caught:
+            HealthServer("127.0.0.1", port, live=lambda: (True, "ok"), ready=lambda: (True, "ok"))
+    assert str(caught.value) == (
+        f"cannot serve HTTP on 127.0.0.1:{port}: Address already in use; each cronwork process "
+        "on one host needs a port of its own: set CRONWORK_HTTP_PORT to a free port, or to 0 "
+        "to serve no HTTP"
+    )

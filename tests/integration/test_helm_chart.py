@@ -6,6 +6,7 @@ strict mode (unknown fields fail); no cluster, no helm binary.
 
 from __future__ import annotations
 
+import base64
 import copy
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,6 +16,8 @@ import helm_python as helm
 import kubernetes_validate
 import pytest
 import yaml
+
+from services.store.engines import normalize_database_url
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "helm" / "cronwork"
@@ -144,6 +147,31 @@ def test_schema_rejects_bad_values(chart: Any) -> None:
         with pytest.raises(helm.HelmValuesError):
             chart.validate_schema(typo)
     chart.validate_schema(values())
+
+
+@pytest.mark.parametrize("scheme", ["postgres", "postgresql", "postgresql+psycopg2"])
+def test_database_url_as_providers_hand_it_out(chart: Any, scheme: str) -> None:
+    url = f"{scheme}://cronwork:pw@db.example.com:5432/cronwork?sslmode=require"
+    vals = values(secrets={"databaseUrl": url})
+    report = helm.lint(CHART, vals, strict=True, namespace=NAMESPACE)
+    assert report["errors"] == [], report
+    secret = one(render(chart, vals), "Secret", FULLNAME)
+    # Passed on as given: cronwork itself reads every one of these forms as psycopg2.
+    assert base64.b64decode(secret["data"]["CRONWORK_DATABASE_URL"]).decode() == url
+    assert normalize_database_url(url).startswith("postgresql+psycopg2://")
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgres+psycopg2://cronwork:pw@db/cronwork",  # SQLAlchemy knows no "postgres" dialect
+        "postgresql+asyncpg://cronwork:pw@db/cronwork",  # a driver the image does not ship
+        "mysql://cronwork:pw@db/cronwork",
+    ],
+)
+def test_database_urls_cronwork_cannot_use_are_refused(chart: Any, url: str) -> None:
+    with pytest.raises(helm.HelmValuesError, match=r"/secrets/databaseUrl"):
+        chart.validate_schema(values(secrets={"databaseUrl": url}))
 
 
 def test_missing_connection_urls_fail_with_a_clear_message(chart: Any) -> None:
