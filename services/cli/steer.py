@@ -14,7 +14,7 @@ def cmd_trigger(settings: Settings, args: argparse.Namespace) -> int:
     from services.scheduler.dispatch import Dispatcher
     from services.store.fence import Fence, request
     from services.timeutil import utcnow
-    from services.vocabulary import FireKind
+    from services.vocabulary import FireKind, FireStatus
 
     schedule_file = load_schedule_file(settings)
     spec = find_spec(settings, args.name, schedule_file.schedules)
@@ -31,7 +31,11 @@ def cmd_trigger(settings: Settings, args: argparse.Namespace) -> int:
         return 0
     broker = prepare_broker(settings, schedule_file)
     sent = Dispatcher(broker, fence).send(won)
-    where = "enqueued" if sent else "pending (broker unreachable; the leader re-sends it)"
+    where = (
+        FireStatus.ENQUEUED.value
+        if sent
+        else f"{FireStatus.PENDING.value} (broker unreachable; the leader re-sends it)"
+    )
     print(f"fired {spec.name} (fire {fire.id}): {where}")
     return 0
 

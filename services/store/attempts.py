@@ -97,7 +97,7 @@ WITH f AS (
 ), a AS (
     INSERT INTO cronwork_attempts
         (message_id, attempt, fire_id, schedule, status, started_at, instance_id)
-    SELECT %(message_id)s, %(attempt)s, f.id, %(schedule)s, %(running)s, %(now)s,
+    SELECT %(message_id)s, %(attempt)s, f.id, %(schedule)s, %(attempt_running)s, %(now)s,
            %(instance_id)s
     FROM f
     ON CONFLICT (message_id, attempt) WHERE status <> '{_SKIPPED}' DO NOTHING
@@ -148,7 +148,7 @@ class AttemptStore:
                     "message_id": c.message_id,
                     "attempt": c.attempt,
                     "schedule": c.schedule,
-                    "running": AttemptStatus.RUNNING.value,
+                    "attempt_running": AttemptStatus.RUNNING.value,
                     "fire_running": FireStatus.RUNNING.value,
                     "now": c.started_at,
                     "instance_id": c.instance_id,

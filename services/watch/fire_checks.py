@@ -74,7 +74,7 @@ class FireChecks:
                 details={
                     "summary": f"{r.n} fire(s) still pending (not in the queue), the oldest "
                     f"written {iso(r.oldest)}; the leader keeps re-sending them — is Redis up?",
-                    "pending": r.n,
+                    "pending_fires": r.n,
                 },
                 subject=f"{r.n} pending fire(s), newest {r.newest}",
             )

@@ -37,6 +37,7 @@ from services.outages import DATABASE, dependency_of
 from services.redact import redact
 from services.store.attempts import AttemptStore, Claim, Claimed, Outcome
 from services.timeutil import iso, utcnow
+from services.vocabulary import AttemptStatus
 from services.worker.outcomes import OutcomeWriter, decide
 
 logger = logging.getLogger(__name__)
@@ -142,7 +143,7 @@ class Tracking(Middleware):
                 claimed.skip_reason,
                 extra={"action": "attempt_skipped", "schedule": fire.schedule},
             )
-            metrics.record_attempt(fire.schedule, "skipped", None)
+            metrics.record_attempt(fire.schedule, AttemptStatus.SKIPPED, None)
             raise SkipMessage(claimed.skip_reason)
         if claimed.attempt != claim.attempt:
             # A takeover runs as a re-send: later retries of it must count from here.
