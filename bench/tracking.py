@@ -1,14 +1,18 @@
-"""Worker throughput with attempt tracking against the same worker without it.
+"""Worker throughput with cronwork's whole worker stack against the same Dramatiq worker bare.
 
-N no-op messages through a real Redis broker and one in-process Dramatiq worker
-(8 threads). Baseline: Dramatiq's default middleware only. cronwork: the same plus
-the tracking middleware, which locks the fire row and writes the attempt at start
-and end (three short transactions per message), and the heartbeat middleware.
+N no-op messages through a real Redis broker, drained by P worker processes of 8 threads
+each (spawned, as ``cronwork worker`` spawns them), messages enqueued before the workers
+start. Baseline: Dramatiq's default middleware only. cronwork: the worker broker of
+``cronwork worker`` (tracking with its claim and outcome, skip-if-succeeded, retries,
+time limit, heartbeats, message references, the alert hook) and INFO logging, one line
+per attempt, written to /dev/null.
 """
 
 from __future__ import annotations
 
 import argparse
+import multiprocessing
+import multiprocessing.synchronize
 import time
 from datetime import UTC, datetime, timedelta
 
@@ -16,80 +20,133 @@ import dramatiq
 from dramatiq.brokers.redis import RedisBroker
 
 from bench._support import REDIS_SERVER, database, redis_prefix, table
-from services.scheduler.dispatch import Dispatcher
-from services.schedules.spec import ScheduleSpec
-from services.settings import Settings
-from services.store.engines import make_engine
-from services.store.fence import Fence, request
-from services.vocabulary import FireKind
-from services.worker.broker import worker_broker
 
 THREADS = 8
 
 
-def _drain(broker: dramatiq.Broker, n: int) -> float:
+def _child(
+    mode: str,
+    url: str | None,
+    prefix: str,
+    ready: multiprocessing.synchronize.Barrier,
+    go: multiprocessing.synchronize.Event,
+    done: multiprocessing.synchronize.Event,
+) -> None:
+    broker = _broker(mode, url, prefix)
     worker = dramatiq.Worker(broker, worker_threads=THREADS)
     broker.emit_after("process_boot")
-    started = time.perf_counter()
+    ready.wait()
+    go.wait()
     worker.start()
-    broker.join("default", timeout=600_000)
-    worker.join()
-    elapsed = time.perf_counter() - started
+    done.wait()
     worker.stop()
-    return elapsed
+    broker.close()
 
 
-def run_baseline(n: int) -> float:
-    with redis_prefix() as prefix:
+def _broker(mode: str, url: str | None, prefix: str) -> dramatiq.Broker:
+    if mode == "baseline":
         broker = RedisBroker(url=REDIS_SERVER, namespace=f"{prefix}-dramatiq")
+        dramatiq.actor(actor_name="noop", broker=broker, max_retries=0)(lambda: None)
+        return broker
+    import logging
+    import os
+
+    from services.logs import configure_logging
+    from services.settings import Settings
+    from services.store.engines import make_engine
+    from services.worker.alert_hook import install
+    from services.worker.broker import worker_broker
+
+    assert url is not None
+    settings = Settings(  # type: ignore[arg-type]
+        database_url=url,
+        redis_url=REDIS_SERVER,
+        redis_prefix=prefix,
+        instance_id=f"bench-{os.getpid()}",
+    )
+    configure_logging(settings, stream=open(os.devnull, "w"))  # noqa: SIM115
+    logging.getLogger().setLevel(logging.INFO)
+    engine = make_engine(url, pool_size=THREADS + 2, pre_ping=False)  # as the worker's
+    broker = worker_broker(settings, engine_factory=lambda: engine)
+    dramatiq.actor(actor_name="noop", broker=broker)(lambda: None)
+    broker.declare_queue("default")
+    install(broker, settings, {}, lambda: engine)
+    return broker
+
+
+def _fill(mode: str, url: str | None, prefix: str, n: int) -> RedisBroker:
+    """Enqueue the N messages (for cronwork: fenced fires, sent by the dispatcher)."""
+    broker = RedisBroker(url=REDIS_SERVER, namespace=f"{prefix}-dramatiq")
+    if mode == "baseline":
         actor = dramatiq.actor(actor_name="noop", broker=broker, max_retries=0)(lambda: None)
         for _ in range(n):
             actor.send()
-        elapsed = _drain(broker, n)
-        broker.close()
-    return elapsed
+        return broker
+    from services.scheduler.dispatch import Dispatcher
+    from services.schedules.spec import ScheduleSpec
+    from services.store.engines import make_engine
+    from services.store.fence import Fence, request
+    from services.vocabulary import FireKind
+
+    assert url is not None
+    engine = make_engine(url)
+    fence = Fence(engine, "bench")
+    spec = ScheduleSpec(name="noop", actor="noop", trigger="every", every=timedelta(seconds=1))
+    base = datetime(2026, 1, 1, tzinfo=UTC)
+    reqs = [request(spec, base + timedelta(seconds=i), FireKind.SCHEDULED) for i in range(n)]
+    for start in range(0, n, 500):
+        Dispatcher(broker, fence).send(fence.claim(reqs[start : start + 500]))
+    engine.dispose()
+    return broker
 
 
-def run_tracked(n: int) -> float:
-    with database() as url, redis_prefix() as prefix:
-        engine = make_engine(url, pool_size=THREADS, pre_ping=False)  # as the worker does
-        settings = Settings(redis_url=REDIS_SERVER, redis_prefix=prefix)  # type: ignore[arg-type]
-        broker = worker_broker(settings, engine_factory=lambda: engine, instance_id="bench")
-        dramatiq.actor(actor_name="noop", broker=broker)(lambda: None)
-        broker.declare_queue("default")
-        fence = Fence(engine, "bench")
-        spec = ScheduleSpec(name="noop", actor="noop", trigger="every", every=timedelta(seconds=1))
-        base = datetime(2026, 1, 1, tzinfo=UTC)
-        reqs = [request(spec, base + timedelta(seconds=i), FireKind.SCHEDULED) for i in range(n)]
-        won = []
-        for start in range(0, n, 500):
-            won += fence.claim(reqs[start : start + 500])
-        Dispatcher(broker, fence).send(won)
-        elapsed = _drain(broker, n)
-        broker.close()
-        engine.dispose()
+def run(mode: str, n: int, processes: int) -> float:
+    ctx = multiprocessing.get_context("spawn")
+    with redis_prefix() as prefix, database() as url:
+        filler = _fill(mode, url, prefix, n)
+        ready = ctx.Barrier(processes + 1)
+        go, done = ctx.Event(), ctx.Event()
+        children = [
+            ctx.Process(target=_child, args=(mode, url, prefix, ready, go, done))
+            for _ in range(processes)
+        ]
+        for child in children:
+            child.start()
+        ready.wait(timeout=120)
+        started = time.perf_counter()
+        go.set()
+        filler.join("default", interval=20, timeout=600_000)
+        elapsed = time.perf_counter() - started
+        done.set()
+        for child in children:
+            child.join(30)
+        filler.close()
     return elapsed
 
 
 def main(argv: list[str] | None = None) -> str:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--messages", type=int, default=2000)
-    n = parser.parse_args(argv).messages
-    base = run_baseline(n)
-    tracked = run_tracked(n)
-    return table(
-        [
-            ("worker", "messages", "seconds", "msg/s", "ratio (msg/s)"),
-            ("baseline: Dramatiq, no tracking", str(n), f"{base:.2f}", f"{n / base:.0f}", "1.00"),
-            (
-                "cronwork: tracked attempts",
-                str(n),
-                f"{tracked:.2f}",
-                f"{n / tracked:.0f}",
-                f"{base / tracked:.2f}",
-            ),
-        ]
-    )
+    parser.add_argument("--messages", type=int, default=3000)
+    parser.add_argument("--processes", type=int, nargs="+", default=[1, 2])
+    args = parser.parse_args(argv)
+    n = args.messages
+    out: list[tuple[str, ...]] = [
+        ("worker", "processes", "messages", "seconds", "msg/s", "ratio (msg/s)")
+    ]
+    for processes in args.processes:
+        base = run("baseline", n, processes)
+        tracked = run("cronwork", n, processes)
+        out.append(
+            ("baseline: Dramatiq, no tracking", str(processes), str(n), *_fig(n, base, base))
+        )
+        out.append(
+            ("cronwork: whole worker stack", str(processes), str(n), *_fig(n, tracked, base))
+        )
+    return table(out)
+
+
+def _fig(n: int, seconds: float, base: float) -> tuple[str, str, str]:
+    return f"{seconds:.2f}", f"{n / seconds:.0f}", f"{base / seconds:.2f}"
 
 
 if __name__ == "__main__":

@@ -9,15 +9,14 @@ has its outcome, and, under ``overlap: skip``, while another fire of the schedul
 progress. A delivery of an attempt whose worker stopped takes it over: the old row is
 marked abandoned and the delivery runs as the next attempt (a re-send, not a retry).
 
-On Postgres the common case (the claim wins) is one statement, and so is an outcome;
-everything else goes through :meth:`_claim_checked`, a transaction that works the same on
-SQLite (embedded mode).
+On Postgres the common case (the claim wins) and every outcome go through one writer per
+process that batches them (services/store/group_commit.py); every other case goes
+through :meth:`_claim_checked`, a transaction that works the same on SQLite (embedded
+mode).
 """
 
 from __future__ import annotations
 
-import contextlib
-import threading
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -27,6 +26,7 @@ from sqlalchemy import Connection, Engine, and_, func, select, update
 from services.fire_message import FireOptions, with_resends
 from services.liveness import Liveness
 from services.store.engines import is_postgres
+from services.store.group_commit import GroupCommit
 from services.store.tables import attempts, fires, schedules
 from services.vocabulary import (
     FINAL_FIRE_STATUSES,
@@ -67,6 +67,7 @@ class Claimed:
 class Outcome:
     """How an attempt that ran ended, and what that makes of its fire."""
 
+    message_id: str
     attempt_id: int
     fire_id: int | None
     attempt: int
@@ -84,79 +85,24 @@ class Outcome:
         return self.fire_status in FINAL_FIRE_STATUSES
 
 
-_SKIPPED = AttemptStatus.SKIPPED.value
-_FINAL = sorted(s.value for s in FINAL_FIRE_STATUSES)
-
-#: The claim that wins, in one round trip: lock the fire (if it has no outcome yet),
-#: insert the attempt unless this attempt already has a row, mark the fire running.
-_PG_CLAIM = f"""
-WITH f AS (
-    SELECT id FROM cronwork_fires
-    WHERE message_id = %(message_id)s AND status <> ALL(%(final)s)
-    FOR UPDATE
-), a AS (
-    INSERT INTO cronwork_attempts
-        (message_id, attempt, fire_id, schedule, status, started_at, instance_id)
-    SELECT %(message_id)s, %(attempt)s, f.id, %(schedule)s, %(attempt_running)s, %(now)s,
-           %(instance_id)s
-    FROM f
-    ON CONFLICT (message_id, attempt) WHERE status <> '{_SKIPPED}' DO NOTHING
-    RETURNING id, fire_id
-), u AS (
-    UPDATE cronwork_fires
-    SET status = %(fire_running)s, started_at = COALESCE(started_at, %(now)s),
-        attempts = GREATEST(attempts, %(attempt)s + 1), finished_at = NULL, updated_at = %(now)s
-    FROM a WHERE cronwork_fires.id = a.fire_id
-)
-SELECT id, fire_id FROM a
-"""
-
-#: An outcome in one round trip. The fire follows only while this is its newest attempt
-#: and it has no outcome yet: a late result never overwrites what came after it.
-_PG_FINISH = """
-WITH a AS (
-    UPDATE cronwork_attempts
-    SET status = %(status)s, finished_at = %(finished_at)s, duration_ms = %(duration_ms)s,
-        error_type = %(error_type)s, error_message = %(error_message)s,
-        traceback = %(traceback)s, result = %(result)s
-    WHERE id = %(attempt_id)s
-    RETURNING fire_id
-)
-UPDATE cronwork_fires
-SET status = %(fire_status)s, finished_at = %(fire_finished_at)s, error = %(error_message)s,
-    error_type = %(error_type)s, updated_at = %(finished_at)s
-WHERE id = (SELECT fire_id FROM a) AND attempts = %(attempt)s + 1
-  AND status <> ALL(%(final)s)
-"""
-
-
 class AttemptStore:
     def __init__(self, engine: Engine, liveness: Liveness | None = None) -> None:
         self.engine = engine
         #: Tells a redelivery of a running attempt whether that attempt's worker stopped.
         self.liveness = liveness
         self._pg = is_postgres(engine)
-        self._raw = _ThreadConnections(engine) if self._pg else None
+        #: Postgres: the common case of every claim and every outcome, batched.
+        self.group = GroupCommit(engine) if self._pg else None
 
     # -- claim ---------------------------------------------------------------------
 
     def claim(self, c: Claim) -> Claimed:
-        if self._raw is not None and c.overlap != "skip":
-            rows = self._raw.execute(
-                _PG_CLAIM,
-                {
-                    "message_id": c.message_id,
-                    "attempt": c.attempt,
-                    "schedule": c.schedule,
-                    "attempt_running": AttemptStatus.RUNNING.value,
-                    "fire_running": FireStatus.RUNNING.value,
-                    "now": c.started_at,
-                    "instance_id": c.instance_id,
-                    "final": _FINAL,
-                },
+        if self.group is not None and c.overlap != "skip":
+            won = self.group.claim(
+                (c.message_id, c.attempt, c.schedule, c.started_at, c.instance_id)
             )
-            if rows:
-                return Claimed(fire_id=rows[0][1], attempt_id=rows[0][0], attempt=c.attempt)
+            if won is not None:
+                return Claimed(fire_id=won[1], attempt_id=won[0], attempt=c.attempt)
         with self.engine.begin() as conn:
             return self._claim_checked(conn, c)
 
@@ -318,24 +264,24 @@ class AttemptStore:
     # -- outcome -------------------------------------------------------------------
 
     def finish(self, o: Outcome) -> None:
-        params = {
-            "attempt_id": o.attempt_id,
-            "attempt": o.attempt,
-            "status": o.status.value,
-            "fire_status": o.fire_status.value,
-            "finished_at": o.finished_at,
-            "fire_finished_at": o.finished_at if o.final else None,
-            "duration_ms": o.duration_ms,
-            "error_type": o.error_type,
-            "error_message": o.error_message,
-            "traceback": o.traceback,
-            "final": _FINAL,
-        }
-        if self._raw is not None:
-            from psycopg2.extras import Json
-
-            params["result"] = Json(o.result) if o.result is not None else None
-            self._raw.execute(_PG_FINISH, params)
+        fire_finished_at = o.finished_at if o.final else None
+        if self.group is not None:
+            self.group.finish(
+                (
+                    o.message_id,
+                    o.attempt_id,
+                    o.attempt,
+                    o.status.value,
+                    o.fire_status.value,
+                    o.finished_at,
+                    fire_finished_at,
+                    o.duration_ms,
+                    o.error_type,
+                    o.error_message,
+                    o.traceback,
+                    o.result,
+                )
+            )
             return
         with self.engine.begin() as conn:
             conn.execute(
@@ -363,41 +309,9 @@ class AttemptStore:
                     )
                     .values(
                         status=o.fire_status,
-                        finished_at=params["fire_finished_at"],
+                        finished_at=fire_finished_at,
                         error=o.error_message,
                         error_type=o.error_type,
                         updated_at=o.finished_at,
                     )
                 )
-
-
-class _ThreadConnections:
-    """One autocommit DBAPI connection per worker thread, for the one-statement hot path.
-
-    Taken from the engine's pool and kept by the thread: a statement then costs one round
-    trip and no SQLAlchemy work. A connection that broke is invalidated and replaced on
-    the next call (the failed call raised, and its caller decides what that means).
-    """
-
-    def __init__(self, engine: Engine) -> None:
-        self.engine = engine
-        self._local = threading.local()
-
-    def execute(self, sql: str, params: dict[str, Any]) -> list[Any]:
-        conn = getattr(self._local, "conn", None)
-        if conn is None:
-            conn = self.engine.raw_connection()
-            conn.driver_connection.autocommit = True  # type: ignore[union-attr]
-            self._local.conn = conn
-        try:
-            cursor = conn.cursor()
-            try:
-                cursor.execute(sql, params)
-                return list(cursor.fetchall()) if cursor.description else []
-            finally:
-                cursor.close()
-        except Exception:
-            self._local.conn = None
-            with contextlib.suppress(Exception):  # already gone: nothing to give back
-                conn.invalidate()
-            raise

@@ -43,6 +43,7 @@ BACKGROUND_RETRY_SECONDS = 3600.0
 
 def decide(
     *,
+    message_id: str,
     attempt_id: int,
     fire_id: int | None,
     attempt: int,
@@ -55,6 +56,7 @@ def decide(
 ) -> Outcome:
     """The attempt's status and its fire's, from what the body did and what Retries decided."""
     common: dict[str, Any] = {
+        "message_id": message_id,
         "attempt_id": attempt_id,
         "fire_id": fire_id,
         "attempt": attempt,

@@ -225,6 +225,7 @@ class Tracking(Middleware):
         if run is None or run.claimed.attempt_id is None:
             return
         outcome = decide(
+            message_id=run.message_id,
             attempt_id=run.claimed.attempt_id,
             fire_id=run.claimed.fire_id,
             attempt=run.attempt,
@@ -246,6 +247,7 @@ class Tracking(Middleware):
         if run is None or run.claimed.attempt_id is None:
             return
         outcome = decide(
+            message_id=run.message_id,
             attempt_id=run.claimed.attempt_id,
             fire_id=run.claimed.fire_id,
             attempt=run.attempt,

@@ -69,6 +69,7 @@ def claim(fire: Fire, attempt: int = 0, instance: str = "w1", **kw: Any) -> Clai
 
 def outcome(claimed: Any, status: AttemptStatus, fire_status: FireStatus) -> Outcome:
     return Outcome(
+        message_id=f"message of attempt {claimed.attempt_id}",
         attempt_id=claimed.attempt_id,
         fire_id=claimed.fire_id,
         attempt=claimed.attempt,
