@@ -29,7 +29,7 @@ from services.settings import Settings
 from services.store.fence import Fence
 from services.store.instances import InstanceRegistry
 from services.store.retention import prune
-from services.store.schedule_rows import sync_schedule_rows
+from services.store.schedule_rows import resume_expired, sync_schedule_rows
 from services.timeutil import utcnow
 from services.watch.alerter import Alerter
 from services.watch.watchdog import Watchdog, WatchdogRunner
@@ -105,6 +105,9 @@ class SchedulerService:
                             lambda: self.dispatcher.resend_pending(self.settings.resend_after),
                             "re-send pending fires",
                         )
+                        # Firing resumes at `until` regardless (paused_names); this clears
+                        # the row and audits the resume once.
+                        self._safely(lambda: resume_expired(self.engine), "end expired pauses")
                     if self.leading:
                         self.watchdog.kick(now, self.lease.valid)
                     if self.leading and now >= next_prune and self.settings.retention_days:

@@ -29,7 +29,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import JSONB
 
-from services.vocabulary import AttemptStatus, FireKind, FireStatus, IncidentKind
+from services.vocabulary import AttemptStatus, AuditAction, FireKind, FireStatus, IncidentKind
 
 #: Explicit constraint names so Alembic migrations can refer to them on every backend.
 NAMING = {
@@ -66,6 +66,11 @@ schedules = Table(
     Column("paused_at", Tz),
     Column("created_at", Tz, nullable=False),
     Column("updated_at", Tz, nullable=False),
+    Column("paused_reason", Text),
+    # A pause with an end: the leader fires again after it, and records the resume once.
+    Column("paused_until", Tz),
+    Column("paused_by", String(200)),
+    Index("ix_cronwork_schedules_paused_until", "paused_until"),
 )
 
 fires = Table(
@@ -90,12 +95,16 @@ fires = Table(
     Column("error", Text),
     # The exception's type name of the last attempt (``error`` holds its message).
     Column("error_type", String(200)),
+    # A re-run (a manual fire made for a failed one) names the fire it re-runs. No foreign
+    # key: retention deletes old fires, and a re-run outlives the fire it names.
+    Column("rerun_of", Id),
     _one_of("status", FireStatus, "status"),
     _one_of("kind", FireKind, "kind"),
     UniqueConstraint("schedule", "scheduled_for", name="uq_cronwork_fires_schedule_time"),
     Index("ix_cronwork_fires_status_created", "status", "created_at"),
     Index("ix_cronwork_fires_scheduled_for", "scheduled_for"),
     Index("ix_cronwork_fires_message_id", "message_id", unique=True),
+    Index("ix_cronwork_fires_rerun_of", "rerun_of"),
 )
 
 attempts = Table(
@@ -175,4 +184,23 @@ incidents = Table(
     ),
     Index("ix_cronwork_incidents_opened_at", "opened_at"),
     _one_of("kind", IncidentKind, "kind"),
+)
+
+#: Who did what to which schedule, when and why: every dashboard, API and CLI action, and
+#: the automatic resume when a pause runs out. Never pruned with history.
+audit = Table(
+    "cronwork_audit",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("at", Tz, nullable=False),
+    # "web:alice", "api:admin", "cli:root@host", "cronwork" (an automatic resume).
+    Column("who", String(200), nullable=False),
+    Column("action", String(16), nullable=False),  # services.vocabulary.AuditAction
+    Column("schedule", String(64), nullable=False),
+    # The fire an action made (trigger, rerun).
+    Column("fire_id", Id),
+    Column("reason", Text),
+    Column("details", Json, nullable=False),
+    Index("ix_cronwork_audit_schedule_id", "schedule", "id"),
+    _one_of("action", AuditAction, "action"),
 )
