@@ -32,7 +32,15 @@ REFUSALS: dict[int | str, dict[str, Any]] = {
     403: {"model": schemas.Problem, "description": "read-only, or a bad CSRF token or Origin"},
 }
 
-router = APIRouter(prefix="/api", responses={401: REFUSALS[401]})
+router = APIRouter(
+    prefix="/api",
+    # One error shape for every refusal, invalid input included: {"detail": "what"}.
+    responses={
+        400: {"model": schemas.Problem, "description": "a body that is not JSON"},
+        401: REFUSALS[401],
+        422: {"model": schemas.Problem, "description": "invalid parameters or body"},
+    },
+)
 
 
 def dash_of(request: Request) -> Dashboard:
@@ -142,7 +150,7 @@ def trigger(
 @router.post(
     "/schedules/{name}/pause",
     response_model=schemas.Done,
-    responses={**ACTION_RESPONSES, 422: {"model": schemas.Problem}},
+    responses=ACTION_RESPONSES,
 )
 def pause(request: Request, who: Actor, name: Name, body: schemas.PauseIn) -> dict[str, Any]:
     dash = dash_of(request)

@@ -28,9 +28,11 @@ import secrets
 import time
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Annotated
 from urllib.parse import urlsplit
 
-from fastapi import HTTPException, Request
+from fastapi import Depends, HTTPException, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from services.settings import Settings
 
@@ -43,6 +45,14 @@ CSRF_FIELD = "csrf"
 CSRF_HEADER = "X-CSRF-Token"
 #: What a display name given at login may contain (it goes into the audit).
 _NAME = re.compile(r"[^\w .@-]+")
+
+
+#: Declares the bearer scheme in the OpenAPI document; the check itself is principal().
+BEARER = HTTPBearer(
+    auto_error=False,
+    description="CRONWORK_DASHBOARD_TOKEN (admin) or CRONWORK_DASHBOARD_READONLY_TOKEN",
+)
+Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(BEARER)]
 
 
 class Role(StrEnum):
@@ -154,7 +164,7 @@ def page_viewer(request: Request) -> Principal:
     return who
 
 
-def api_viewer(request: Request) -> Principal:
+def api_viewer(request: Request, _: Credentials) -> Principal:
     """Dependency of JSON reads: a bearer token or a session."""
     who = principal(request)
     if who is None:
@@ -162,7 +172,7 @@ def api_viewer(request: Request) -> Principal:
     return who
 
 
-async def actor(request: Request) -> Principal:
+async def actor(request: Request, _: Credentials) -> Principal:
     """Dependency of every action (form or API): an admin, and for a browser session a
     matching CSRF token from this origin. Bearer calls need no CSRF token."""
     who = principal(request)
