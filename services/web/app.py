@@ -2,8 +2,8 @@
 serves one (``scheduler``, ``up``, ``web``; not the worker).
 
 Every response carries a strict Content-Security-Policy (scripts, styles and images from
-this origin only, no inline script or style, no framing), ``nosniff``, no referrer (the
-login URL holds a token) and a ``Server-Timing`` header with the time the app spent.
+this origin only, no inline script or style, no framing), ``nosniff``, no referrer to
+other sites and a ``Server-Timing`` header with the time the app spent.
 """
 
 from __future__ import annotations
@@ -44,7 +44,9 @@ SECURITY_HEADERS = {
     "Content-Security-Policy": CSP,
     "X-Content-Type-Options": "nosniff",
     "X-Frame-Options": "DENY",
-    "Referrer-Policy": "no-referrer",
+    # Never to other sites; same-origin keeps the Origin header on our own form posts
+    # (with no-referrer, Chromium sends "Origin: null" and the Origin check refuses).
+    "Referrer-Policy": "same-origin",
     "Cross-Origin-Opener-Policy": "same-origin",
 }
 

@@ -40,6 +40,14 @@ TEMPLATES = Path(__file__).resolve().parent / "templates"
 #: Fires per page of a schedule's history.
 FIRES_PER_PAGE = 25
 
+
+def short_time(value: str | None) -> str:
+    """ "2026-11-29T09:38:53.196662Z" → "2026-11-29 09:38:53" (pages say UTC once)."""
+    if not value:
+        return "-"
+    return value.replace("T", " ").removesuffix("Z").split(".", 1)[0]
+
+
 env = Environment(
     loader=FileSystemLoader(TEMPLATES),
     autoescape=select_autoescape(["html"], default=True),
@@ -47,12 +55,14 @@ env = Environment(
     lstrip_blocks=True,
 )
 env.filters["ms"] = human_ms
-env.filters["short"] = lambda t: "-" if not t else t.replace("T", " ").removesuffix("Z")
+env.filters["short"] = short_time
 env.globals.update(
     CSRF_FIELD=CSRF_FIELD, FILTERS=list(ScheduleFilter), RERUNNABLE=RERUNNABLE_FIRE_STATUSES
 )
 
 router = APIRouter(include_in_schema=False)
+
+
 Viewer = Annotated[Principal, Depends(page_viewer)]
 
 
