@@ -205,7 +205,7 @@ def test_pause_until_resumes_by_itself(cronwork: Cronwork) -> None:
 
     wait_for(auto_resumed, 30, "the pause to run out and be audited")
     entries = json.loads(cronwork.run("audit", "--schedule", "ticker", "--json").stdout)
-    assert [(e["action"], e["who"]) for e in entries][0] == ("auto_resume", "cronwork")
+    assert (entries[0]["action"], entries[0]["who"]) == ("auto_resume", "cronwork")
     assert [e["action"] for e in entries].count("auto_resume") == 1
 
     def fired_after_pause() -> bool:
