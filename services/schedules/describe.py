@@ -17,24 +17,12 @@ import re
 from cron_descriptor import ExpressionDescriptor, Options
 
 from services.errors import CronError
-from services.schedules.cron import parse_crontab
+from services.schedules.cron import DAY_NAMES, MACROS, MONTH_NAMES, parse_crontab
 from services.schedules.durations import format_duration
 from services.schedules.spec import ScheduleSpec
 
 logger = logging.getLogger(__name__)
 
-#: cronwork's macros, as five fields.
-MACROS = {
-    "@yearly": "0 0 1 1 *",
-    "@annually": "0 0 1 1 *",
-    "@monthly": "0 0 1 * *",
-    "@weekly": "0 0 * * 0",
-    "@daily": "0 0 * * *",
-    "@midnight": "0 0 * * *",
-    "@hourly": "0 * * * *",
-}
-_MONTHS = ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec")
-_DAYS = ("sun", "mon", "tue", "wed", "thu", "fri", "sat")
 _NAME = re.compile(r"[A-Za-z]+")
 
 _OPTIONS = Options()
@@ -68,8 +56,8 @@ def describe_cron(expr: str) -> str:
         # cronie needs BOTH here (one field starts with '*'); cron-descriptor would say "or".
         return text
     month_at = minute_at + 3
-    fields[month_at] = _numbers(fields[month_at], _MONTHS, 1)
-    fields[minute_at + 4] = _numbers(dow, _DAYS, 0)
+    fields[month_at] = _numbers(fields[month_at], MONTH_NAMES)
+    fields[minute_at + 4] = _numbers(dow, DAY_NAMES)
     try:
         return str(ExpressionDescriptor(" ".join(fields), _OPTIONS).get_description())
     except Exception:  # the library's own parser disagreeing: show what was written
@@ -77,5 +65,6 @@ def describe_cron(expr: str) -> str:
         return text
 
 
-def _numbers(field: str, names: tuple[str, ...], first: int) -> str:
-    return _NAME.sub(lambda m: str(names.index(m.group().lower()[:3]) + first), field)
+def _numbers(field: str, names: dict[str, int]) -> str:
+    """``mon-fri`` → ``1-5``: cron-descriptor's names differ from cronwork's."""
+    return _NAME.sub(lambda m: str(names[m.group().lower()]), field)
