@@ -131,7 +131,7 @@ def test_log_in_watch_pause_and_trigger_in_a_browser(up: tuple[str, Path]) -> No
             fire = page.locator("tr.fire-row").first
             expect(fire).to_contain_text("manual")
             # Without a reload, the manual fire runs and the page says so.
-            expect(fire.locator(".badge")).to_have_text("succeeded", timeout=30_000)
+            expect(fire.locator(":scope > td > .badge")).to_have_text("succeeded", timeout=30_000)
             fire_link = audit.first.locator('a[href^="/fires/"]').get_attribute("href")
             assert fire_link == fire.locator('a[href^="/fires/"]').first.get_attribute("href")
 

@@ -1,6 +1,6 @@
 // cronwork dashboard: optional enhancements; every page works without this file.
 // 1. Refresh the live part of a page (#live[data-refresh=seconds]) in place, unless the
-//    tab is hidden or someone is typing in a form.
+//    tab is hidden, someone is typing in a form, or has opened a <details> in it.
 // 2. Ask before a form with data-confirm acts.
 "use strict";
 (function () {
@@ -9,7 +9,7 @@
     return el && (el.tagName === "INPUT" || el.tagName === "TEXTAREA" || el.tagName === "SELECT");
   }
   function refresh(live) {
-    if (document.hidden || busy()) return;
+    if (document.hidden || busy() || live.querySelector("details[open]")) return;
     fetch(window.location.href, { credentials: "same-origin", headers: { "Accept": "text/html" } })
       .then(function (r) { return r.ok ? r.text() : null; })
       .then(function (html) {
