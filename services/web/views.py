@@ -7,9 +7,11 @@ below and are answered with a redirect back to the page (post/redirect/get).
 
 from __future__ import annotations
 
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import quote
+from zoneinfo import ZoneInfo
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.concurrency import run_in_threadpool
@@ -48,6 +50,14 @@ def short_time(value: str | None) -> str:
     return value.replace("T", " ").removesuffix("Z").split(".", 1)[0]
 
 
+def local_time(value: str | None, zone: str) -> str:
+    """An ISO UTC time in a schedule's own zone: "02:30 CET" (what its trigger says)."""
+    if not value:
+        return ""
+    when = datetime.fromisoformat(value.replace("Z", "+00:00")).astimezone(ZoneInfo(zone))
+    return when.strftime("%a %H:%M %Z")
+
+
 env = Environment(
     loader=FileSystemLoader(TEMPLATES),
     autoescape=select_autoescape(["html"], default=True),
@@ -56,6 +66,7 @@ env = Environment(
 )
 env.filters["ms"] = human_ms
 env.filters["short"] = short_time
+env.filters["local"] = local_time
 env.globals.update(
     CSRF_FIELD=CSRF_FIELD, FILTERS=list(ScheduleFilter), RERUNNABLE=RERUNNABLE_FIRE_STATUSES
 )
