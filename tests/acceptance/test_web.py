@@ -9,19 +9,9 @@ import urllib.request
 from typing import Any
 
 from tests.acceptance.conftest import Cronwork, wait_for
+from tests.acceptance.test_cli import GOOD
 from tests.acceptance.test_probes import free_port
 
-SCHEDULES = """
-    imports: [acceptance_actors]
-    schedules:
-      ticker:
-        actor: tick
-        every: 1s
-        max_retries: 0
-      nightly:
-        actor: tick
-        cron: "30 2 * * *"
-"""
 TOKEN = "k8s-secret-admin-token"
 
 
@@ -46,7 +36,7 @@ def call(port: int, path: str, method: str = "GET", body: Any = None, token: str
 def test_scheduler_and_web_serve_the_dashboard_and_the_worker_does_not(
     cronwork: Cronwork,
 ) -> None:
-    cronwork.write_schedules(SCHEDULES)
+    cronwork.write_schedules(GOOD)
     assert cronwork.run("migrate").returncode == 0
     sport, wport, webport = free_port(), free_port(), free_port()
     env = {"CRONWORK_DASHBOARD_TOKEN": TOKEN}
@@ -69,7 +59,7 @@ def test_scheduler_and_web_serve_the_dashboard_and_the_worker_does_not(
 
     wait_for(ticker_ran, 30, "cronwork web to show ticker's fires")
     # `cronwork web` sends a manual fire itself (Redis is configured) and audits it.
-    status, fire = call(webport, "/api/schedules/nightly/trigger", "POST", {"reason": "k8s"})
+    status, fire = call(webport, "/api/schedules/weekly/trigger", "POST", {"reason": "k8s"})
     assert status == 201 and fire["enqueued"] is True, fire
 
     def succeeded() -> bool:
