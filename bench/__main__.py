@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import logging
 
-from bench import burst, tracking
+from bench import burst, dashboard, tracking
 
 logging.basicConfig(level=logging.WARNING)
 
 print(burst.main([]))
 print()
 print(tracking.main([]))
+print()
+print(dashboard.main([]))

@@ -51,6 +51,8 @@ def _broker(mode: str, url: str | None, prefix: str) -> dramatiq.Broker:
     import logging
     import os
 
+    from pydantic import SecretStr
+
     from services.logs import configure_logging
     from services.settings import Settings
     from services.store.engines import make_engine
@@ -58,20 +60,20 @@ def _broker(mode: str, url: str | None, prefix: str) -> dramatiq.Broker:
     from services.worker.broker import worker_broker
 
     assert url is not None
-    settings = Settings(  # type: ignore[arg-type]
-        database_url=url,
-        redis_url=REDIS_SERVER,
+    settings = Settings(
+        database_url=SecretStr(url),
+        redis_url=SecretStr(REDIS_SERVER),
         redis_prefix=prefix,
         instance_id=f"bench-{os.getpid()}",
     )
     configure_logging(settings, stream=open(os.devnull, "w"))  # noqa: SIM115
     logging.getLogger().setLevel(logging.INFO)
     engine = make_engine(url, pool_size=THREADS + 2, pre_ping=False)  # as the worker's
-    broker = worker_broker(settings, engine_factory=lambda: engine)
-    dramatiq.actor(actor_name="noop", broker=broker)(lambda: None)
-    broker.declare_queue("default")
-    install(broker, settings, {}, lambda: engine)
-    return broker
+    worker = worker_broker(settings, engine_factory=lambda: engine)
+    dramatiq.actor(actor_name="noop", broker=worker)(lambda: None)
+    worker.declare_queue("default")
+    install(worker, settings, {}, lambda: engine)
+    return worker
 
 
 def _fill(mode: str, url: str | None, prefix: str, n: int) -> RedisBroker:

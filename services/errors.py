@@ -39,6 +39,10 @@ class Problem:
         return f"Problem({self!s})"
 
 
+class TimeInputError(CronworkError, ValueError):
+    """Invalid time: give an ISO 8601 time or a duration from now such as '2h'."""
+
+
 class ConfigError(CronworkError):
     """The schedules file is invalid; nothing of it was applied."""
 

@@ -34,6 +34,8 @@ def secrets_of(settings: Settings) -> list[str]:
         settings.redis_url,
         settings.sentry_dsn,
         settings.slack_webhook_url,
+        settings.dashboard_token,
+        settings.dashboard_readonly_token,
     ]
     return [v.get_secret_value() for v in values if v is not None]
 

@@ -59,6 +59,13 @@ class Settings(BaseSettings):
     lost_after: float | None = Field(default=None, gt=0)
     #: Fires still pending this many seconds after they were written are alerted.
     never_enqueued_after: float = Field(default=60.0, gt=0)
+    #: Serve the dashboard beside /healthz on `scheduler` and `up` (`web` always does).
+    dashboard: bool = True
+    #: The dashboard's admin token (may trigger, pause, resume, re-run). Unset: a random
+    #: one is made at start and a login URL with it is printed once.
+    dashboard_token: SecretStr | None = None
+    #: An optional second token that may only look.
+    dashboard_readonly_token: SecretStr | None = None
 
     @property
     def lost_after_seconds(self) -> float:

@@ -78,6 +78,13 @@ class FireKind(StrEnum):
     MANUAL = "manual"
 
 
+#: A fire in one of these may be re-run from the dashboard (a new manual fire at now that
+#: names it in ``rerun_of``): it ended without doing its work.
+RERUNNABLE_FIRE_STATUSES = frozenset(
+    {FireStatus.FAILED, FireStatus.TIMED_OUT, FireStatus.ABANDONED, FireStatus.MISSED}
+)
+
+
 class IncidentKind(StrEnum):
     """What the watchdog or a worker found wrong with a schedule."""
 
@@ -96,3 +103,30 @@ STATE_INCIDENTS = frozenset({IncidentKind.OVERDUE, IncidentKind.STUCK, IncidentK
 #: Incidents that are events about a fire: resolved when a fire of the schedule at least
 #: as new as the incident's newest one succeeds.
 EVENT_INCIDENTS = frozenset({IncidentKind.FAILED, IncidentKind.MISSED, IncidentKind.LOST})
+
+
+class AuditAction(StrEnum):
+    """What a person (or a pause running out) did to a schedule: ``cronwork_audit.action``."""
+
+    #: Fire now with the schedule's own arguments (dashboard, API or ``cronwork trigger``).
+    TRIGGER = "trigger"
+    #: A new manual fire for a fire that failed; the new fire's ``rerun_of`` names it.
+    RERUN = "rerun"
+    PAUSE = "pause"
+    RESUME = "resume"
+    #: A pause with an ``until`` ran out and the schedule fires again by itself.
+    AUTO_RESUME = "auto_resume"
+
+
+class ScheduleFilter(StrEnum):
+    """The status filter of the dashboard's schedules page and ``GET /api/schedules``."""
+
+    ACTIVE = "active"
+    PAUSED = "paused"
+    DISABLED = "disabled"
+    #: The last fire's final outcome was a failure (an open ``failed`` incident).
+    FAILING = "failing"
+    #: No outcome for the last expected fire within its grace (or nobody fires it).
+    OVERDUE = "overdue"
+    #: Any open incident.
+    INCIDENT = "incident"

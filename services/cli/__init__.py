@@ -1,8 +1,8 @@
 """The ``cronwork`` command line: the parser and the one place errors become exit codes.
 
-The commands live beside it by what they do: ``processes`` (scheduler, worker, up,
+The commands live beside it by what they do: ``processes`` (scheduler, worker, up, web,
 migrate, check), ``reports`` (next, status, history, incidents) and ``steer`` (trigger,
-pause, resume).
+pause, resume, audit).
 """
 
 from __future__ import annotations
@@ -16,9 +16,16 @@ from collections.abc import Callable, Sequence
 from pydantic import ValidationError
 
 from services import __version__
-from services.cli.processes import cmd_check, cmd_migrate, cmd_scheduler, cmd_up, cmd_worker
+from services.cli.processes import (
+    cmd_check,
+    cmd_migrate,
+    cmd_scheduler,
+    cmd_up,
+    cmd_web,
+    cmd_worker,
+)
 from services.cli.reports import cmd_history, cmd_incidents, cmd_next, cmd_status
-from services.cli.steer import cmd_pause, cmd_resume, cmd_trigger
+from services.cli.steer import add_steer_options, cmd_audit, cmd_pause, cmd_resume, cmd_trigger
 from services.errors import ConfigError, CronworkError
 from services.logs import configure_logging, secrets_of
 from services.redact import redact
@@ -98,10 +105,18 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--all", action="store_true", help="resolved ones too (newest first)")
     i.add_argument("--limit", type=int, default=50)
     i.add_argument("--json", action="store_true")
+    steer = {}
     for name, func, text in (
         ("trigger", cmd_trigger, "fire a schedule now (kind manual)"),
-        ("pause", cmd_pause, "stop a schedule from firing, until resumed"),
+        ("pause", cmd_pause, "stop a schedule from firing, until resumed (or --until)"),
         ("resume", cmd_resume, "let a paused schedule fire again"),
     ):
-        cmd(name, func, text).add_argument("name")
+        steer[name] = cmd(name, func, text)
+        steer[name].add_argument("name")
+    add_steer_options(steer)
+    a = cmd("audit", cmd_audit, "who triggered, paused, resumed or re-ran what, and why")
+    a.add_argument("--schedule")
+    a.add_argument("--limit", type=int, default=50)
+    a.add_argument("--json", action="store_true")
+    cmd("web", cmd_web, "serve the dashboard (and /healthz, /readyz, /metrics) on its own")
     return p

@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from sqlalchemy import Engine
 
     from services.scheduler.service import SchedulerService
+    from services.web.dashboard import Dashboard
 
 logger = logging.getLogger("cronwork")
 
@@ -54,6 +55,20 @@ def scheduler_service(
     return SchedulerService(settings, engine, broker, specs, make_lease(settings))
 
 
+def dashboard(
+    settings: Settings,
+    engine: Engine,
+    specs: dict[str, ScheduleSpec],
+    broker: dramatiq.Broker | None,
+) -> Dashboard | None:
+    """The dashboard this process serves beside its probes (``CRONWORK_DASHBOARD``)."""
+    if not settings.dashboard:
+        return None
+    from services.web.dashboard import Dashboard
+
+    return Dashboard.from_settings(settings, engine, specs, broker)
+
+
 def cmd_scheduler(settings: Settings, args: argparse.Namespace) -> int:
     from services.locks import configure as configure_locks
     from services.runtime import load_schedule_file, prepare_broker
@@ -72,7 +87,11 @@ def cmd_scheduler(settings: Settings, args: argparse.Namespace) -> int:
     engine = open_engine(settings, wait=True)
     service = scheduler_service(settings, broker, schedule_file.schedules, engine)
     on_signals(service.stop)
-    serve_health(settings, live=service.health)
+    serve_health(
+        settings,
+        live=service.health,
+        dashboard=dashboard(settings, engine, schedule_file.schedules, broker),
+    )
     logger.info("scheduler %s starting", settings.instance_id)
     service.run()
     return 0
@@ -141,7 +160,8 @@ def cmd_up(settings: Settings, args: argparse.Namespace) -> int:
     worker = dramatiq.Worker(broker, worker_threads=args.threads)
     on_signals(service.stop)
     try:
-        serve_health(settings, live=service.health)
+        board = dashboard(settings, engine, schedule_file.schedules, sender)
+        serve_health(settings, live=service.health, dashboard=board)
     except CronworkError as exc:
         # On a laptop a busy port (8080 is popular) must not stop `make run`.
         logger.warning("%s; running without health endpoints", exc)
@@ -157,4 +177,32 @@ def cmd_up(settings: Settings, args: argparse.Namespace) -> int:
         service.stop()
         thread.join()
         worker.stop(timeout=30_000)
+    return 0
+
+
+def cmd_web(settings: Settings, args: argparse.Namespace) -> int:
+    """The dashboard on its own (a separate Deployment): reads the database, and sends
+    manual fires itself when Redis is configured (else the leader sends them)."""
+    from services.runtime import load_schedule_file, prepare_broker
+    from services.web.dashboard import Dashboard
+    from services.web.health import serve as serve_http
+
+    if settings.http_port == 0:
+        raise CronworkError("`cronwork web` needs CRONWORK_HTTP_PORT (0 turns HTTP off)")
+    schedule_file = load_schedule_file(settings)
+    engine = open_engine(settings)
+    broker = None if settings.embedded else prepare_broker(settings, schedule_file)
+    board = Dashboard.from_settings(settings, engine, schedule_file.schedules, broker)
+    stopping = threading.Event()
+    on_signals(stopping.set)
+    # Live while this process runs; ready while the database (and Redis) answer.
+    server = serve_http(settings, live=lambda: (True, "serving"), dashboard=board)
+    logger.info("dashboard %s serving", settings.instance_id)
+    try:
+        while not stopping.wait(1.0):
+            pass
+    finally:
+        if server is not None:
+            server.stop()
+        engine.dispose()
     return 0

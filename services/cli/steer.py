@@ -1,58 +1,103 @@
-"""The commands that steer schedules: trigger, pause, resume."""
+"""The commands that steer schedules: trigger, pause, resume; and ``audit``, which lists them.
+
+Every one of them writes an audit row (who, when, what, why), as the dashboard does.
+"""
 
 from __future__ import annotations
 
 import argparse
+import getpass
+import socket
+from zoneinfo import ZoneInfo
 
-from services.cli.common import find_spec, open_engine
-from services.errors import CronworkError
+from services.cli.common import find_spec, open_engine, print_json, print_table
 from services.settings import Settings
+
+
+def cli_actor() -> str:
+    """Who a CLI action is credited to in the audit: ``cli:user@host``."""
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):  # a container user without a passwd entry
+        user = "unknown"
+    return f"cli:{user}@{socket.gethostname()}"
+
+
+def add_steer_options(parsers: dict[str, argparse.ArgumentParser]) -> None:
+    """The options of trigger, pause and resume (the parser is built in services.cli)."""
+    parsers["pause"].add_argument(
+        "--reason", required=True, help="why (required: it is shown in the audit and status)"
+    )
+    parsers["pause"].add_argument(
+        "--until",
+        help="resume by itself then: an ISO time (naive = the schedule's zone) or a "
+        "duration from now (30m, 2h, 1d)",
+    )
+    for name in ("trigger", "resume"):
+        parsers[name].add_argument("--reason", help="why (shown in the audit)")
 
 
 def cmd_trigger(settings: Settings, args: argparse.Namespace) -> int:
     from services.runtime import load_schedule_file, prepare_broker
-    from services.scheduler.dispatch import Dispatcher
-    from services.store.fence import Fence, request
-    from services.timeutil import utcnow
-    from services.vocabulary import FireKind, FireStatus
+    from services.scheduler.manual import fire_now
+    from services.vocabulary import FireStatus
 
     schedule_file = load_schedule_file(settings)
     spec = find_spec(settings, args.name, schedule_file.schedules)
     engine = open_engine(settings)
-    fence = Fence(engine, f"cli:{settings.instance_id}")
-    won = fence.claim([request(spec, utcnow(), FireKind.MANUAL)])
-    if not won:
-        raise CronworkError(f"could not record a manual fire of '{spec.name}'")
-    fire = won[0]
+    # Embedded: the in-memory queue lives in the running `cronwork up`, which sends it.
+    broker = None if settings.embedded else prepare_broker(settings, schedule_file)
+    fire = fire_now(engine, spec, who=cli_actor(), broker=broker, reason=args.reason)
     if settings.embedded:
         print(
             f"fired {spec.name} (fire {fire.id}); the running `cronwork up` sends it within seconds"
         )
         return 0
-    broker = prepare_broker(settings, schedule_file)
-    sent = Dispatcher(broker, fence).send(won)
     where = (
         FireStatus.ENQUEUED.value
-        if sent
+        if fire.enqueued
         else f"{FireStatus.PENDING.value} (broker unreachable; the leader re-sends it)"
     )
     print(f"fired {spec.name} (fire {fire.id}): {where}")
     return 0
 
 
-def _set_paused(settings: Settings, name: str, paused: bool) -> None:
-    from services.store.schedule_rows import set_paused
-
-    set_paused(open_engine(settings), find_spec(settings, name), paused)
-
-
 def cmd_pause(settings: Settings, args: argparse.Namespace) -> int:
-    _set_paused(settings, args.name, True)
-    print(f"paused {args.name}: it will not fire until `cronwork resume {args.name}`")
+    from services.store.schedule_rows import set_paused
+    from services.timeutil import iso, parse_until, utcnow
+
+    spec = find_spec(settings, args.name)
+    until = parse_until(args.until, utcnow(), ZoneInfo(spec.timezone)) if args.until else None
+    set_paused(open_engine(settings), spec, True, who=cli_actor(), reason=args.reason, until=until)
+    if until is None:
+        print(f"paused {args.name}: it will not fire until `cronwork resume {args.name}`")
+    else:
+        print(f"paused {args.name} until {iso(until)}; it fires again by itself after that")
     return 0
 
 
 def cmd_resume(settings: Settings, args: argparse.Namespace) -> int:
-    _set_paused(settings, args.name, False)
+    from services.store.schedule_rows import set_paused
+
+    spec = find_spec(settings, args.name)
+    set_paused(open_engine(settings), spec, False, who=cli_actor(), reason=args.reason)
     print(f"resumed {args.name}")
+    return 0
+
+
+def cmd_audit(settings: Settings, args: argparse.Namespace) -> int:
+    from services.store.audit import audit_entries
+
+    entries = audit_entries(open_engine(settings), schedule=args.schedule, limit=args.limit)
+    if args.json:
+        print_json(entries)
+        return 0
+    if not entries:
+        print("no audited actions")
+        return 0
+    rows = [("AT", "WHO", "ACTION", "SCHEDULE", "FIRE", "REASON")]
+    for e in entries:
+        fire = "-" if e["fire_id"] is None else str(e["fire_id"])
+        rows.append((e["at"], e["who"], e["action"], e["schedule"], fire, e["reason"] or ""))
+    print_table(rows)
     return 0

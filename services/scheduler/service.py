@@ -33,7 +33,7 @@ from services.settings import Settings
 from services.store.fence import Fence
 from services.store.instances import InstanceRegistry
 from services.store.retention import prune
-from services.store.schedule_rows import sync_schedule_rows
+from services.store.schedule_rows import resume_expired, sync_schedule_rows
 from services.timeutil import utcnow
 from services.watch.alerter import Alerter
 from services.watch.watchdog import Watchdog, WatchdogRunner
@@ -96,6 +96,9 @@ class SchedulerService:
         #: What the leader does besides firing, each at its own pace.
         self.steps = [
             Step("re-send pending fires", RESEND_EVERY_SECONDS, self._resend_pending, DATABASE),
+            # Firing resumes at a pause's `until` regardless (paused_names); this clears
+            # the row and audits the resume once.
+            Step("end expired pauses", RESEND_EVERY_SECONDS, self._resume_expired, DATABASE),
             Step("find lost messages", RECOVER_EVERY_SECONDS, self.recovery.resend_lost, REDIS),
             Step(
                 "run queue maintenance",
@@ -164,6 +167,9 @@ class SchedulerService:
             step.due = now
             if step.run == self.prune_history:
                 step.due = now + PRUNE_FIRST_AFTER_SECONDS
+
+    def _resume_expired(self) -> object:
+        return resume_expired(self.engine)
 
     def _resend_pending(self) -> int:
         return self.dispatcher.resend_pending(self.settings.resend_after)

@@ -32,12 +32,19 @@ from apscheduler.util import astimezone, convert_to_datetime, datetime_repr
 
 from services.errors import CronError
 
-__all__ = ["CronExpression", "CrontabTrigger", "parse_crontab"]
+__all__ = [
+    "DAY_NAMES",
+    "MACROS",
+    "MONTH_NAMES",
+    "CronExpression",
+    "CrontabTrigger",
+    "parse_crontab",
+]
 
 _SECOND = timedelta(seconds=1)
 _MICROSECOND = timedelta(microseconds=1)
 
-_MACROS = {
+MACROS = {
     "@yearly": "0 0 1 1 *",
     "@annually": "0 0 1 1 *",
     "@monthly": "0 0 1 * *",
@@ -47,13 +54,13 @@ _MACROS = {
     "@hourly": "0 * * * *",
 }
 # Spelled out rather than taken from calendar.month_abbr, which follows the locale.
-_MONTH_NAMES = {
+MONTH_NAMES = {
     name: i
     for i, name in enumerate(
         ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"), 1
     )
 }
-_DAY_NAMES = {"sun": 0, "mon": 1, "tue": 2, "wed": 3, "thu": 4, "fri": 5, "sat": 6}
+DAY_NAMES = {"sun": 0, "mon": 1, "tue": 2, "wed": 3, "thu": 4, "fri": 5, "sat": 6}
 #: Longest each month can be (February in leap years), to refuse dates that never happen.
 _MAX_MONTH_DAYS = {m: calendar.monthrange(2000, m)[1] for m in range(1, 13)}  # 2000: leap
 #: Any date a valid expression allows recurs within one 400-year Gregorian cycle.
@@ -78,10 +85,10 @@ _SECONDS = _Spec("second", 0, 59, 59)
 _MINUTES = _Spec("minute", 0, 59, 59)
 _HOURS = _Spec("hour", 0, 23, 23)
 _DOM = _Spec("day-of-month", 1, 31, 31)
-_MONTHS = _Spec("month", 1, 12, 12, _MONTH_NAMES, "month")
+_MONTHS = _Spec("month", 1, 12, 12, MONTH_NAMES, "month")
 # a/n on weekdays ends at Saturday (6), as croniter does; cronie has no a/n form at all, and
 # ending at 7 would make "1/2" (Mon, Wed, Fri) silently include Sunday.
-_DOW = _Spec("day-of-week", 0, 7, 6, _DAY_NAMES, "day")
+_DOW = _Spec("day-of-week", 0, 7, 6, DAY_NAMES, "day")
 
 
 @dataclass(frozen=True)
@@ -190,9 +197,9 @@ def parse_crontab(expr: str) -> CronExpression:
     if text.startswith("@"):
         if text.lower() == "@reboot":
             raise bad("@reboot is not supported (there is no boot to run at)")
-        if text.lower() not in _MACROS:
+        if text.lower() not in MACROS:
             raise bad(f"unknown macro '{text}'")
-        body = _MACROS[text.lower()]
+        body = MACROS[text.lower()]
     tokens = body.split()
     if len(tokens) not in (5, 6):
         raise bad(f"expected 5 fields (or 6 with seconds), got {len(tokens)}")

@@ -1,16 +1,25 @@
-"""``cronwork_schedules``: each schedule's stored definition and whether it is paused."""
+"""``cronwork_schedules``: each schedule's stored definition and whether it is paused.
+
+A pause may carry a reason, who set it and an end (``paused_until``). A pause whose end
+has passed no longer counts (:func:`paused_names`), so the leader fires the schedule
+again at its next time by itself; :func:`resume_expired` then clears the row and writes
+the automatic resume to the audit once.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import Engine, delete, select
+from sqlalchemy import ColumnElement, Engine, and_, delete, or_, select, update
 
 from services.schedules.spec import ScheduleSpec
+from services.store import audit
 from services.store.engines import upsert
 from services.store.tables import schedules
-from services.timeutil import utcnow
+from services.timeutil import iso, utcnow
+from services.vocabulary import AuditAction
 
 #: Columns that follow schedules.yaml on every sync; ``paused`` and its details do not.
 _DEFINITION = ("actor", "trigger", "timezone", "spec", "fingerprint", "updated_at")
@@ -45,18 +54,85 @@ def sync_schedule_rows(engine: Engine, specs: Mapping[str, ScheduleSpec]) -> Non
         conn.execute(delete(schedules).where(schedules.c.name.not_in(list(specs))))
 
 
-def set_paused(engine: Engine, spec: ScheduleSpec, paused: bool) -> None:
-    """Pause or resume one schedule; kept across restarts and failover (the leader reads it)."""
+def set_paused(
+    engine: Engine,
+    spec: ScheduleSpec,
+    paused: bool,
+    *,
+    who: str,
+    reason: str | None = None,
+    until: datetime | None = None,
+) -> None:
+    """Pause (optionally until a time) or resume one schedule, and audit it, in one transaction.
+
+    Kept across restarts and failover: the leader reads it before every batch of fires.
+    """
     now = utcnow()
-    stmt = upsert(engine, schedules.name).values(schedule_row(spec, now, paused=paused))
-    stmt = stmt.on_conflict_do_update(
-        index_elements=["name"], set_={"paused": paused, "paused_at": now if paused else None}
-    )
+    pause: dict[str, Any] = {
+        "paused": paused,
+        "paused_at": now if paused else None,
+        "paused_reason": reason if paused else None,
+        "paused_until": until if paused else None,
+        "paused_by": who if paused else None,
+    }
+    stmt = upsert(engine, schedules.name).values({**schedule_row(spec, now), **pause})
+    stmt = stmt.on_conflict_do_update(index_elements=["name"], set_=pause)
     with engine.begin() as conn:
         conn.execute(stmt)
+        audit.record(
+            conn,
+            who=who,
+            action=AuditAction.PAUSE if paused else AuditAction.RESUME,
+            schedule=spec.name,
+            reason=reason,
+            details={"until": iso(until)} if paused and until is not None else {},
+            at=now,
+        )
 
 
-def paused_names(engine: Engine) -> set[str]:
+def in_force(now: datetime) -> ColumnElement[bool]:
+    """A pause that holds at ``now``: set, and without an end or before it."""
+    return and_(
+        schedules.c.paused.is_(True),
+        or_(schedules.c.paused_until.is_(None), schedules.c.paused_until > now),
+    )
+
+
+def paused_names(engine: Engine, now: datetime | None = None) -> set[str]:
+    """Schedules whose pause is in force; a pause past its ``until`` no longer counts."""
     with engine.connect() as conn:
-        rows = conn.execute(select(schedules.c.name).where(schedules.c.paused.is_(True)))
+        rows = conn.execute(select(schedules.c.name).where(in_force(now or utcnow())))
         return {r.name for r in rows}
+
+
+def resume_expired(engine: Engine, now: datetime | None = None) -> list[str]:
+    """Clear pauses whose ``until`` has passed and audit each resume, once.
+
+    The UPDATE's own WHERE makes it once: of two leaders (or two passes) only the one
+    whose UPDATE changed the row gets it back, and only that one writes the audit row.
+    """
+    now = now or utcnow()
+    expired = and_(schedules.c.paused.is_(True), schedules.c.paused_until <= now)
+    with engine.begin() as conn:
+        rows = conn.execute(
+            update(schedules)
+            .where(expired)
+            .values(
+                paused=False,
+                paused_at=None,
+                paused_reason=None,
+                paused_until=None,
+                paused_by=None,
+            )
+            .returning(schedules.c.name)
+        ).all()
+        for row in rows:
+            audit.record(
+                conn,
+                who=audit.SYSTEM_ACTOR,
+                action=AuditAction.AUTO_RESUME,
+                schedule=row.name,
+                reason="the pause ran out",
+                at=now,
+            )
+    return [r.name for r in rows]

@@ -34,6 +34,7 @@ from services.timeutil import utcnow
 from services.vocabulary import (
     UNFINISHED_FIRE_STATUSES,
     AttemptStatus,
+    AuditAction,
     FireKind,
     FireStatus,
     IncidentKind,
@@ -77,6 +78,11 @@ schedules = Table(
     Column("paused_at", Tz),
     Column("created_at", Tz, nullable=False),
     Column("updated_at", Tz, nullable=False),
+    Column("paused_reason", Text),
+    # A pause with an end: the leader fires again after it, and records the resume once.
+    Column("paused_until", Tz),
+    Column("paused_by", String(200)),
+    Index("ix_cronwork_schedules_paused_until", "paused_until"),
 )
 
 fires = Table(
@@ -104,6 +110,9 @@ fires = Table(
     # When the row last changed (every SQLAlchemy write sets it; the worker's raw SQL too):
     # how long a fire has waited in its current state.
     Column("updated_at", Tz, nullable=False, default=utcnow, onupdate=utcnow),
+    # A re-run (a manual fire made for a failed one) names the fire it re-runs. No foreign
+    # key: retention deletes old fires, and a re-run outlives the fire it names.
+    Column("rerun_of", Id),
     _one_of("status", FireStatus, "status"),
     _one_of("kind", FireKind, "kind"),
     UniqueConstraint("schedule", "scheduled_for", name="uq_cronwork_fires_schedule_time"),
@@ -117,6 +126,7 @@ fires = Table(
         sqlite_where=text(f"status IN ({_listed(sorted(UNFINISHED_FIRE_STATUSES))})"),
     ),
     Index("ix_cronwork_fires_message_id", "message_id", unique=True),
+    Index("ix_cronwork_fires_rerun_of", "rerun_of"),
 )
 
 #: One row per delivery of a fire's message that ran (or was refused, ``skipped``).
@@ -218,4 +228,23 @@ incidents = Table(
     ),
     Index("ix_cronwork_incidents_opened_at", "opened_at"),
     _one_of("kind", IncidentKind, "kind"),
+)
+
+#: Who did what to which schedule, when and why: every dashboard, API and CLI action, and
+#: the automatic resume when a pause runs out. Never pruned with history.
+audit = Table(
+    "cronwork_audit",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("at", Tz, nullable=False),
+    # "web:alice", "api:admin", "cli:root@host", "cronwork" (an automatic resume).
+    Column("who", String(200), nullable=False),
+    Column("action", String(16), nullable=False),  # services.vocabulary.AuditAction
+    Column("schedule", String(64), nullable=False),
+    # The fire an action made (trigger, rerun).
+    Column("fire_id", Id),
+    Column("reason", Text),
+    Column("details", Json, nullable=False),
+    Index("ix_cronwork_audit_schedule_id", "schedule", "id"),
+    _one_of("action", AuditAction, "action"),
 )

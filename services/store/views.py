@@ -1,16 +1,54 @@
-"""Read models for ``cronwork status`` and ``cronwork history`` (JSON-ready dicts)."""
+"""Read models behind ``cronwork status``/``history`` and the dashboard's JSON API.
+
+One builder per shape (a schedule row, a fire with its attempts), used by the CLI's
+``--json`` and by the API alike, so both print the same thing. Everything read from the
+database passes through the secret redaction on its way out. Times are ISO 8601 in UTC.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime, timedelta
+from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import Engine, and_, select
+from sqlalchemy import Connection, Engine, and_, select, text, tuple_
 
+from services.redact import redact
+from services.schedules.describe import describe_cron, describe_trigger
 from services.schedules.spec import ScheduleSpec
 from services.schedules.triggers import build_trigger
-from services.store.tables import apscheduler_jobs, attempts, fires, instances, schedules
+from services.store.schedule_rows import in_force
+from services.store.tables import apscheduler_jobs, attempts, fires, incidents, instances, schedules
 from services.timeutil import as_utc, iso, utcnow
+from services.vocabulary import IncidentKind
+
+#: Outcomes in a schedule row's strip (newest first).
+STRIP_LENGTH = 20
+#: Above this many names, read whole small tables instead of a long IN list.
+IN_LIST_LIMIT = 1000
+
+#: The strip's fires: one LATERAL probe of the (schedule, scheduled_for) index per name,
+#: so a schedule with months of history costs as much as one with a day.
+_STRIP_PG = text(
+    """
+    SELECT f.id, f.schedule, f.scheduled_for, f.status, f.started_at, f.finished_at
+    FROM unnest(CAST(:names AS varchar[])) AS n(name)
+    CROSS JOIN LATERAL (
+        SELECT id, schedule, scheduled_for, status, started_at, finished_at
+        FROM cronwork_fires WHERE schedule = n.name
+        ORDER BY scheduled_for DESC LIMIT :per
+    ) AS f
+    """
+)
+#: SQLite (embedded: small history) has no LATERAL; a window over the names' fires.
+_STRIP_SQLITE = """
+    SELECT id, schedule, scheduled_for, status, started_at, finished_at FROM (
+        SELECT id, schedule, scheduled_for, status, started_at, finished_at,
+               row_number() OVER (PARTITION BY schedule ORDER BY scheduled_for DESC) AS n
+        FROM cronwork_fires WHERE schedule IN ({names})
+    ) WHERE n <= :per
+"""
 
 
 def leader(engine: Engine, lease_ttl: float) -> dict[str, Any] | None:
@@ -37,38 +75,39 @@ def leader(engine: Engine, lease_ttl: float) -> dict[str, Any] | None:
 
 
 def status(engine: Engine, specs: dict[str, ScheduleSpec], lease_ttl: float) -> dict[str, Any]:
-    now = datetime.now(UTC)
+    """``cronwork status --json``: the leader and every schedule's row."""
+    return {
+        "leader": leader(engine, lease_ttl),
+        "schedules": schedule_rows(engine, list(specs.values())),
+    }
+
+
+def schedule_rows(
+    engine: Engine, specs: Sequence[ScheduleSpec], now: datetime | None = None
+) -> list[dict[str, Any]]:
+    """One row per schedule, in the order given: what the status table and the dashboard's
+    schedules page show. Four queries however many schedules."""
+    now = now or datetime.now(UTC)
+    names = [s.name for s in specs]
     with engine.connect() as conn:
-        next_runs = {
-            r.id: r.next_run_time
-            for r in conn.execute(select(apscheduler_jobs.c.id, apscheduler_jobs.c.next_run_time))
-        }
-        paused = {
-            r.name
-            for r in conn.execute(select(schedules.c.name).where(schedules.c.paused.is_(True)))
-        }
-        # The newest fire of each schedule through the (schedule, scheduled_for) index,
-        # one probe per schedule: a GROUP BY would read months of history.
-        inner = fires.alias("newest")
-        newest = (
-            select(inner.c.id)
-            .where(inner.c.schedule == schedules.c.name)
-            .order_by(inner.c.scheduled_for.desc())
-            .limit(1)
-            .correlate(schedules)
-            .scalar_subquery()
+        jobs = select(apscheduler_jobs.c.id, apscheduler_jobs.c.next_run_time)
+        pauses = select(schedules).where(in_force(now))
+        opened = select(incidents.c.id, incidents.c.kind, incidents.c.schedule).where(
+            incidents.c.resolved_at.is_(None)
         )
-        last = {
-            r.schedule: r
-            for r in conn.execute(
-                select(fires)
-                .select_from(schedules)
-                .join(fires, fires.c.id == newest)
-                .where(schedules.c.name.in_(list(specs)))
-            )
-        }
+        if len(names) <= IN_LIST_LIMIT:
+            jobs = jobs.where(apscheduler_jobs.c.id.in_(names))
+            pauses = pauses.where(schedules.c.name.in_(names))
+            opened = opened.where(incidents.c.schedule.in_(names))
+        next_runs = {r.id: r.next_run_time for r in conn.execute(jobs)}
+        paused = {r.name: r for r in conn.execute(pauses)}
+        open_incidents: dict[str, list[dict[str, Any]]] = {}
+        for r in conn.execute(opened.order_by(incidents.c.id)):
+            open_incidents.setdefault(r.schedule, []).append({"id": r.id, "kind": r.kind})
+        strips = recent_fires(conn, names, STRIP_LENGTH)
     out = []
-    for spec in specs.values():
+    for spec in specs:
+        pause = paused.get(spec.name)
         if spec.name in next_runs:
             ts = next_runs[spec.name]
             next_run = None if ts is None else datetime.fromtimestamp(ts, UTC)
@@ -76,70 +115,179 @@ def status(engine: Engine, specs: dict[str, ScheduleSpec], lease_ttl: float) -> 
             next_run = build_trigger(spec).get_next_fire_time(None, now)
         else:
             next_run = None
-        fire = last.get(spec.name)
+        strip = strips.get(spec.name, [])
+        finished = next((f for f in strip if f.started_at and f.finished_at), None)
+        newest = strip[0] if strip else None
+        found = open_incidents.get(spec.name, [])
+        # Overdue: the watchdog says so, or the stored next run is older than the grace,
+        # which means no scheduler is advancing it (nobody leads).
+        stale = next_run is not None and next_run < now - spec.overdue_grace()
         out.append(
             {
                 "name": spec.name,
                 "actor": spec.actor,
                 "trigger": spec.describe_trigger(),
+                "trigger_text": _words(spec),
                 "timezone": spec.timezone,
                 "enabled": spec.enabled,
-                "paused": spec.name in paused,
-                "next_run": iso(next_run) if spec.enabled and spec.name not in paused else None,
+                "paused": pause is not None,
+                "pause": None if pause is None else pause_json(pause),
+                "next_run": iso(next_run) if spec.enabled and pause is None else None,
                 "last_fire": None
-                if fire is None
+                if newest is None
                 else {
-                    "scheduled_for": iso(fire.scheduled_for),
-                    "status": fire.status,
-                    "duration_ms": _duration_ms(fire.started_at, fire.finished_at),
+                    "id": newest.id,
+                    "scheduled_for": iso(newest.scheduled_for),
+                    "status": newest.status,
+                    "duration_ms": duration_ms(newest.started_at, newest.finished_at),
                 },
+                "last_duration_ms": None
+                if finished is None
+                else duration_ms(finished.started_at, finished.finished_at),
+                "strip": [
+                    {"id": f.id, "scheduled_for": iso(f.scheduled_for), "status": f.status}
+                    for f in strip
+                ],
+                "overdue": spec.enabled
+                and pause is None
+                and (stale or any(i["kind"] == IncidentKind.OVERDUE for i in found)),
+                "incidents": found,
             }
         )
-    return {"leader": leader(engine, lease_ttl), "schedules": out}
+    return out
 
 
-def history(engine: Engine, schedule: str | None = None, limit: int = 20) -> list[dict[str, Any]]:
+def pause_json(row: Any) -> dict[str, Any]:
+    return {
+        "at": iso(row.paused_at),
+        "by": None if row.paused_by is None else redact(row.paused_by),
+        "reason": None if row.paused_reason is None else redact(row.paused_reason),
+        "until": iso(row.paused_until),
+    }
+
+
+@lru_cache(maxsize=4096)
+def _cron_words(expr: str) -> str:
+    return describe_cron(expr)
+
+
+def _words(spec: ScheduleSpec) -> str:
+    return (
+        _cron_words(spec.cron) if spec.trigger == "cron" and spec.cron else describe_trigger(spec)
+    )
+
+
+def recent_fires(conn: Connection, names: Sequence[str], per: int) -> dict[str, list[Any]]:
+    """The newest ``per`` fires of each name, newest first."""
+    if not names:
+        return {}
+    # Typed result columns: SQLite hands back text for times unless told.
+    typed = [fires.c.id, fires.c.schedule, fires.c.scheduled_for, fires.c.status]
+    typed += [fires.c.started_at, fires.c.finished_at]
+    if conn.dialect.name == "postgresql":
+        stmt = _STRIP_PG.columns(*typed)
+        rows = conn.execute(stmt, {"names": list(names), "per": per}).all()
+    else:
+        params = {f"n{i}": name for i, name in enumerate(names)}
+        listed = ", ".join(f":{key}" for key in params)
+        stmt = text(_STRIP_SQLITE.format(names=listed)).columns(*typed)
+        rows = conn.execute(stmt, {**params, "per": per}).all()
+    out: dict[str, list[Any]] = {}
+    for r in sorted(rows, key=lambda r: as_utc(r.scheduled_for), reverse=True):  # type: ignore[arg-type,return-value]
+        out.setdefault(r.schedule, []).append(r)
+    return out
+
+
+def history(
+    engine: Engine,
+    schedule: str | None = None,
+    limit: int = 20,
+    before: int | None = None,
+) -> list[dict[str, Any]]:
+    """Newest fires first, each with its attempts. ``before`` (a fire id) pages back: the
+    fires older than that one, by (scheduled_for, id), through the indexes on both."""
     stmt = select(fires).order_by(fires.c.scheduled_for.desc(), fires.c.id.desc()).limit(limit)
     if schedule is not None:
         stmt = stmt.where(fires.c.schedule == schedule)
     with engine.connect() as conn:
+        if before is not None:
+            cursor = conn.execute(
+                select(fires.c.scheduled_for, fires.c.id).where(fires.c.id == before)
+            ).first()
+            if cursor is None:
+                return []
+            stmt = stmt.where(
+                tuple_(fires.c.scheduled_for, fires.c.id) < tuple_(cursor.scheduled_for, before)
+            )
         rows = conn.execute(stmt).all()
-        ids = [r.id for r in rows]
-        by_fire: dict[int, list[dict[str, Any]]] = {i: [] for i in ids}
-        if ids:
-            for a in conn.execute(
-                select(attempts)
-                .where(attempts.c.fire_id.in_(ids))
-                .order_by(attempts.c.fire_id, attempts.c.attempt)
-            ):
-                by_fire[a.fire_id].append(
-                    {
-                        "attempt": a.attempt,
-                        "status": a.status,
-                        "started_at": iso(a.started_at),
-                        "finished_at": iso(a.finished_at),
-                        "duration_ms": a.duration_ms,
-                        "instance_id": a.instance_id,
-                        "error": f"{a.error_type}: {a.error_message}"
-                        if a.error_type
-                        else a.error_message,
-                    }
-                )
-    return [
-        {
-            "id": r.id,
-            "schedule": r.schedule,
-            "scheduled_for": iso(r.scheduled_for),
-            "kind": r.kind,
-            "status": r.status,
-            "error": f"{r.error_type}: {r.error}" if r.error_type else r.error,
-            "attempts": by_fire[r.id],
-        }
-        for r in rows
-    ]
+        by_fire = fire_attempts(conn, [r.id for r in rows])
+    return [fire_json(r, by_fire[r.id]) for r in rows]
 
 
-def _duration_ms(start: datetime | None, end: datetime | None) -> int | None:
+def fire_attempts(conn: Connection, ids: Iterable[int]) -> dict[int, list[dict[str, Any]]]:
+    """Each fire's attempts, read by ``fire_id`` in attempt order (then start time)."""
+    by_fire: dict[int, list[dict[str, Any]]] = {i: [] for i in ids}
+    if not by_fire:
+        return by_fire
+    query = (
+        select(attempts)
+        .where(attempts.c.fire_id.in_(list(by_fire)))
+        .order_by(attempts.c.fire_id, attempts.c.attempt, attempts.c.started_at)
+    )
+    for a in conn.execute(query):
+        by_fire[a.fire_id].append(
+            {
+                "attempt": a.attempt,
+                "status": a.status,
+                "started_at": iso(a.started_at),
+                "finished_at": iso(a.finished_at),
+                "duration_ms": a.duration_ms,
+                "instance_id": a.instance_id,
+                "error": _error(a.error_type, a.error_message),
+                "result": redact_json(a.result),
+            }
+        )
+    return by_fire
+
+
+def fire_json(r: Any, attempt_list: list[dict[str, Any]]) -> dict[str, Any]:
+    return {
+        "id": r.id,
+        "schedule": r.schedule,
+        "scheduled_for": iso(r.scheduled_for),
+        "kind": r.kind,
+        "status": r.status,
+        "error": _error(r.error_type, r.error),
+        "created_at": iso(r.created_at),
+        "enqueued_at": iso(r.enqueued_at),
+        "started_at": iso(r.started_at),
+        "finished_at": iso(r.finished_at),
+        "duration_ms": duration_ms(r.started_at, r.finished_at),
+        # Actual start minus scheduled time: how late the work began.
+        "delay_ms": duration_ms(r.scheduled_for, r.started_at),
+        "fired_by": None if r.fired_by is None else redact(r.fired_by),
+        "rerun_of": r.rerun_of,
+        "attempts": attempt_list,
+    }
+
+
+def _error(error_type: str | None, message: str | None) -> str | None:
+    text_ = f"{error_type}: {message}" if error_type else message
+    return None if text_ is None else redact(text_)
+
+
+def redact_json(value: Any) -> Any:
+    """``value`` with every string in it passed through the redaction."""
+    if isinstance(value, str):
+        return redact(value)
+    if isinstance(value, list):
+        return [redact_json(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): redact_json(v) for k, v in value.items()}
+    return value
+
+
+def duration_ms(start: datetime | None, end: datetime | None) -> int | None:
     start, end = as_utc(start), as_utc(end)
     if start is None or end is None:
         return None

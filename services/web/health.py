@@ -1,9 +1,11 @@
 """``/healthz``, ``/readyz`` and ``/metrics`` for the scheduler, the worker and ``up``.
 
-A stdlib ``ThreadingHTTPServer`` in a daemon thread, on ``CRONWORK_HTTP_PORT`` (0 turns it
-off) and ``CRONWORK_HTTP_HOST`` (default ``0.0.0.0``: the kubelet and Prometheus reach a
-pod by its IP; set ``127.0.0.1`` on a laptop). Nothing served here carries a secret: the
-bodies name what failed and the exception type, never a URL or an error message.
+Routes of the web app (services/web/app.py, uvicorn in a daemon thread, see
+services/web/server.py) on ``CRONWORK_HTTP_PORT`` (0 turns it off) and
+``CRONWORK_HTTP_HOST`` (default ``0.0.0.0``: the kubelet and Prometheus reach a pod by its
+IP; set ``127.0.0.1`` on a laptop), beside the dashboard where the process serves one. They
+need no token (probes and Prometheus have none) and nothing served here carries a secret:
+the bodies name what failed and the exception type, never a URL or an error message.
 
 What each probe checks:
 
@@ -23,27 +25,29 @@ What each probe checks:
 from __future__ import annotations
 
 import contextlib
-import errno
 import logging
 import os
 import shutil
-import signal
 import tempfile
-import threading
 import time
 from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import redis
+from fastapi import APIRouter
+from fastapi.responses import PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.pool import NullPool
 
-from services.errors import CronworkError
 from services.metrics import MULTIPROC_ENV, exposition_registry
 from services.redact import redact
 from services.settings import Settings
+from services.web.server import HttpServer
+
+if TYPE_CHECKING:
+    from services.web.dashboard import Dashboard
 
 logger = logging.getLogger(__name__)
 
@@ -55,107 +59,72 @@ Check = Callable[[], tuple[bool, str]]
 READY_TIMEOUT = 2.0
 #: The worker heartbeat is fresh while younger than this many heartbeat intervals.
 HEARTBEAT_STALE_AFTER = 3
+NO_STORE = {"Cache-Control": "no-store"}
 
 
 class HealthServer:
-    """Serves the three endpoints from a daemon thread until ``stop()`` or process exit."""
+    """The web app (probes, metrics and, when given, the dashboard) served from a daemon
+    thread until ``stop()`` or process exit."""
 
-    def __init__(self, host: str, port: int, *, live: Check, ready: Check) -> None:
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        *,
+        live: Check,
+        ready: Check,
+        dashboard: Dashboard | None = None,
+    ) -> None:
+        from services.web.app import create_app
+
         self.live = live
         self.ready = ready
-        handler = _handler_for(self)
-        try:
-            self.server = ThreadingHTTPServer((host, port), handler)
-        except OSError as exc:
-            raise CronworkError(
-                f"cannot serve HTTP on {host}:{port}: {exc.strerror}; {_bind_hint(exc)}"
-            ) from exc
-        self.server.daemon_threads = True
-        self._thread: threading.Thread | None = None
+        self.dashboard = dashboard
+        self.http = HttpServer(create_app(live, ready, dashboard), host, port)
 
     @property
     def port(self) -> int:
-        return int(self.server.server_address[1])
+        return self.http.port
 
     def start(self) -> HealthServer:
-        # SIGTERM/SIGINT must reach the main thread's handlers (the scheduler's stop, or
-        # Dramatiq's forwarding to its children), never a server thread: block them in the
-        # threads this creates (they inherit the mask).
-        blocked = {signal.SIGINT, signal.SIGTERM}
-        old = signal.pthread_sigmask(signal.SIG_BLOCK, blocked)
-        try:
-            self._thread = threading.Thread(
-                target=self.server.serve_forever,
-                kwargs={"poll_interval": 0.5},
-                name="cronwork-http",
-                daemon=True,
-            )
-            self._thread.start()
-        finally:
-            signal.pthread_sigmask(signal.SIG_SETMASK, old)
+        self.http.start()
         return self
 
     def stop(self) -> None:
-        if self._thread is not None:
-            self.server.shutdown()
-            self._thread.join(5)
-        self.server.server_close()
+        self.http.stop()
 
 
-def _bind_hint(exc: OSError) -> str:
-    """What to set when the port cannot be served: a second process on one host (two
-    scheduler replicas, a scheduler and a worker) is the usual reason."""
-    if exc.errno == errno.EADDRINUSE:
-        return (
-            "each cronwork process on one host needs a port of its own: set "
-            "CRONWORK_HTTP_PORT to a free port, or to 0 to serve no HTTP"
-        )
-    return "check CRONWORK_HTTP_HOST and CRONWORK_HTTP_PORT (0 serves no HTTP)"
+def probe_router(live: Check, ready: Check) -> APIRouter:
+    """``/healthz``, ``/readyz`` and ``/metrics``: plain text, no token, never cached."""
+    router = APIRouter(include_in_schema=False)
 
+    def probe(check: Check) -> PlainTextResponse:
+        try:
+            ok, why = check()
+        except Exception as exc:
+            ok, why = False, f"probe error ({type(exc).__name__})"
+        body = f"{'ok' if ok else 'fail'}: {why}\n"
+        return PlainTextResponse(body, 200 if ok else 503, headers=NO_STORE)
 
-def _handler_for(health: HealthServer) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        timeout = 10  # a client that never finishes its request must not hold a thread
+    # Plain `def`: the checks block (SELECT 1, PING), so they run in the thread pool.
+    @router.get("/healthz")
+    def healthz() -> PlainTextResponse:
+        return probe(live)
 
-        def do_GET(self) -> None:
-            path = self.path.split("?", 1)[0]
-            if path == "/healthz":
-                self._probe(health.live)
-            elif path == "/readyz":
-                self._probe(health.ready)
-            elif path == "/metrics":
-                try:
-                    body = generate_latest(exposition_registry())
-                except Exception as exc:
-                    logger.warning("could not render metrics: %s", redact(str(exc)))
-                    self._send(500, b"metrics unavailable\n", "text/plain; charset=utf-8")
-                    return
-                self._send(200, body, CONTENT_TYPE_LATEST)
-            else:
-                self._send(404, b"not found: /healthz, /readyz, /metrics\n")
+    @router.get("/readyz")
+    def readyz() -> PlainTextResponse:
+        return probe(ready)
 
-        def _probe(self, check: Check) -> None:
-            try:
-                ok, why = check()
-            except Exception as exc:
-                ok, why = False, f"probe error ({type(exc).__name__})"
-            self._send(200 if ok else 503, f"{'ok' if ok else 'fail'}: {why}\n".encode())
+    @router.get("/metrics")
+    def prometheus() -> Response:
+        try:
+            body = generate_latest(exposition_registry())
+        except Exception as exc:
+            logger.warning("could not render metrics: %s", redact(str(exc)))
+            return PlainTextResponse("metrics unavailable\n", 500, headers=NO_STORE)
+        return Response(body, media_type=CONTENT_TYPE_LATEST, headers=NO_STORE)
 
-        def _send(
-            self, code: int, body: bytes, content_type: str = "text/plain; charset=utf-8"
-        ) -> None:
-            self.send_response(code)
-            self.send_header("Content-Type", content_type)
-            self.send_header("Content-Length", str(len(body)))
-            self.send_header("Cache-Control", "no-store")
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, format: str, *args: object) -> None:
-            # Probes every few seconds would drown the log.
-            logger.debug("http: " + format, *args)
-
-    return Handler
+    return router
 
 
 class Readiness:
@@ -249,14 +218,24 @@ def worker_check(settings: Settings) -> int:
 # -- wiring for the CLI -----------------------------------------------------------------
 
 
-def serve(settings: Settings, live: Check) -> HealthServer | None:
-    """Start the endpoints on the configured port; None when ``http_port`` is 0."""
+def serve(
+    settings: Settings, live: Check, dashboard: Dashboard | None = None
+) -> HealthServer | None:
+    """Start the endpoints (and the dashboard, if given) on the configured port; None when
+    ``http_port`` is 0."""
     if settings.http_port == 0:
         return None
     server = HealthServer(
-        settings.http_host, settings.http_port, live=live, ready=Readiness(settings)
+        settings.http_host,
+        settings.http_port,
+        live=live,
+        ready=Readiness(settings),
+        dashboard=dashboard,
     ).start()
-    logger.info("serving /healthz, /readyz, /metrics on %s:%d", settings.http_host, server.port)
+    what = "/healthz, /readyz, /metrics" + (" and the dashboard" if dashboard else "")
+    logger.info("serving %s on %s:%d", what, settings.http_host, server.port)
+    if dashboard is not None:
+        dashboard.announce(settings.http_host, server.port)
     return server
 
 

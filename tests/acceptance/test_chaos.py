@@ -309,6 +309,25 @@ def _settle(chaos: Chaos, engine: Engine, chaos_end: datetime) -> None:
     # Whatever is still open must be covered by an incident: _check says so.
 
 
+def _story(fire: Any, attempts: list[Any], chaos: Chaos) -> str:
+    """What happened to one fire: for a failure message that can be acted on."""
+    tried = sorted(
+        (a.attempt, a.status, a.instance_id, str(a.error_message)[:80])
+        for a in attempts
+        if a.fire_id == fire.id
+    )
+    mentions = []
+    for path in sorted(chaos.root.glob("*.log")):
+        for line in path.read_text(errors="replace").splitlines():
+            if fire.message_id in line or f"fire {fire.id}" in line:
+                mentions.append(f"{path.stem}: {line[:200]}")
+    return (
+        f"{fire.schedule}#{fire.id} {fire.status} due {fire.scheduled_for.isoformat()} "
+        f"updated {fire.updated_at.isoformat()} options {fire.message['options']} "
+        f"error {fire.error!r} attempts {tried} log {mentions[-10:]}"
+    )
+
+
 def _check(
     chaos: Chaos,
     engine: Engine,
@@ -337,7 +356,7 @@ def _check(
     unfinished = [f for f in fires if f.status in ("pending", "enqueued", "running", "retrying")]
     covered = {i.schedule for i in incidents}
     uncovered = [
-        f"{f.schedule}#{f.id} {f.status}"
+        _story(f, attempts, chaos)
         for f in unfinished
         if f.scheduled_for < chaos_end and f.schedule not in covered
     ]

@@ -125,8 +125,10 @@ def test_run_pause_resume_status_history(cronwork: Cronwork) -> None:
     assert by_name["weekly"]["timezone"] == "Europe/Berlin"
     assert by_name["weekly"]["next_run"].endswith(("T07:00:00Z", "T06:00:00Z"))
 
-    # Pause: no new fires of ticker; it survives a scheduler restart.
-    assert cronwork.run("pause", "ticker").returncode == 0
+    # Pause: no new fires of ticker; it survives a scheduler restart. A reason is required.
+    refused = cronwork.run("pause", "ticker")
+    assert refused.returncode == 2 and "--reason" in refused.stderr
+    assert cronwork.run("pause", "ticker", "--reason", "noisy in staging").returncode == 0
     cronwork.stop(scheduler)
     paused_at = datetime.now(UTC)
     scheduler = cronwork.start("scheduler", name="sched-2")
@@ -152,6 +154,14 @@ def test_run_pause_resume_status_history(cronwork: Cronwork) -> None:
     )
 
     assert cronwork.run("resume", "ticker").returncode == 0
+    audit = json.loads(cronwork.run("audit", "--json").stdout)
+    assert [(e["action"], e["schedule"], e["reason"]) for e in audit] == [
+        ("resume", "ticker", None),
+        ("trigger", "weekly", None),
+        ("pause", "ticker", "noisy in staging"),
+    ]
+    assert all(e["who"].startswith("cli:") for e in audit)
+    assert "noisy in staging" in cronwork.run("audit", "--schedule", "ticker").stdout
     before = succeeded("ticker")
     wait_for(lambda: succeeded("ticker") >= before + 2, 30, "ticker to fire again after resume")
     cronwork.stop(scheduler, signal.SIGTERM)
@@ -176,6 +186,35 @@ def test_up_with_urls_uses_postgres_and_redis(cronwork: Cronwork, redis_prefix: 
     log = cronwork.log("laptop")
     assert "single instance only" not in log
     assert client.get(f"{redis_prefix}:{LEASE_KEY}") is None  # released on SIGTERM
+
+
+def test_pause_until_resumes_by_itself(cronwork: Cronwork) -> None:
+    cronwork.write_schedules(GOOD)
+    assert cronwork.run("migrate").returncode == 0
+    bad = cronwork.run("pause", "ticker", "--reason", "x", "--until", "yesterday")
+    assert bad.returncode == 1 and "bad time 'yesterday'" in bad.stderr
+    past = cronwork.run("pause", "ticker", "--reason", "x", "--until", "2020-01-01T00:00:00")
+    assert past.returncode == 1 and "not in the future" in past.stderr
+    out = cronwork.run("pause", "ticker", "--reason", "deploy window", "--until", "3s")
+    assert out.returncode == 0 and "fires again by itself" in out.stdout
+    cronwork.start("up", name="laptop")
+
+    def auto_resumed() -> bool:
+        entries = json.loads(cronwork.run("audit", "--json").stdout or "[]")
+        return any(e["action"] == "auto_resume" for e in entries)
+
+    wait_for(auto_resumed, 30, "the pause to run out and be audited")
+    entries = json.loads(cronwork.run("audit", "--schedule", "ticker", "--json").stdout)
+    assert (entries[0]["action"], entries[0]["who"]) == ("auto_resume", "cronwork")
+    assert [e["action"] for e in entries].count("auto_resume") == 1
+
+    def fired_after_pause() -> bool:
+        data = json.loads(cronwork.run("history", "--schedule", "ticker", "--json").stdout)
+        return any(f["status"] == "succeeded" for f in data)
+
+    wait_for(fired_after_pause, 30, "ticker to fire again by itself")
+    status = json.loads(cronwork.run("status", "--json").stdout)
+    assert status["schedules"][0]["paused"] is False
 
 
 def test_next_follows_cron_through_daylight_saving(cronwork: Cronwork) -> None:

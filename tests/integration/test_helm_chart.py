@@ -223,6 +223,19 @@ VALIDATION_CASES = {
         existingSecret="cw-secrets", serviceAccount={"create": False, "name": "cw"}
     ),
     "no-migration-no-service": values(migration={"enabled": False}, service={"enabled": False}),
+    "dashboard-web-and-ingress": values(
+        secrets={"dashboardToken": "admin-token", "dashboardReadonlyToken": "read-token"},
+        dashboard={
+            "web": {"enabled": True, "replicas": 2},
+            "ingress": {
+                "enabled": True,
+                "className": "nginx",
+                "host": "cronwork.example.com",
+                "annotations": {"cert-manager.io/cluster-issuer": "letsencrypt"},
+                "tls": [{"hosts": ["cronwork.example.com"], "secretName": "cronwork-tls"}],
+            },
+        },
+    ),
 }
 
 
@@ -519,3 +532,76 @@ def test_notes_render(chart: Any) -> None:
     notes = next(text for path, text in out.items() if path.endswith("NOTES.txt"))
     assert f"{FULLNAME}-migrate" in notes
     assert "pw@" not in notes
+
+
+# ---------------------------------------------------------------------------- dashboard
+
+
+def b64(text: str) -> str:
+    import base64
+
+    return base64.b64encode(text.encode()).decode()
+
+
+def test_dashboard_defaults_on_the_schedulers_without_exposure(chart: Any) -> None:
+    objs = render(chart, values())
+    env = {
+        e["name"]: e.get("value")
+        for e in deployments(objs)["scheduler"]["spec"]["template"]["spec"]["containers"][0]["env"]
+    }
+    assert env["CRONWORK_DASHBOARD"] == "true"
+    assert by_kind(objs, "Ingress") == {}  # off by default: kubectl port-forward needs none
+    assert "CRONWORK_DASHBOARD_TOKEN" not in one(objs, "Secret", FULLNAME)["data"]
+    off = render(chart, values(dashboard={"scheduler": False}))
+    env = deployments(off)["scheduler"]["spec"]["template"]["spec"]["containers"][0]["env"]
+    assert {"name": "CRONWORK_DASHBOARD", "value": "false"} in env
+
+
+def test_dashboard_tokens_web_deployment_and_ingress(chart: Any) -> None:
+    vals = VALIDATION_CASES["dashboard-web-and-ingress"]
+    objs = render(chart, vals)
+    secret = one(objs, "Secret", FULLNAME)["data"]
+    assert secret["CRONWORK_DASHBOARD_TOKEN"] == b64("admin-token")
+    assert secret["CRONWORK_DASHBOARD_READONLY_TOKEN"] == b64("read-token")
+    # The hook's copy holds the same data (the migration Job sees the same env).
+    assert one(objs, "Secret", f"{FULLNAME}-migrate")["data"] == secret
+    web = one(objs, "Deployment", f"{FULLNAME}-web")
+    pod = web["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    assert container["args"] == ["web"] and web["spec"]["replicas"] == 2
+    assert referenced(pod)["Secret"] == {FULLNAME}  # the token comes from the Secret
+    assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
+    assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    svc = one(objs, "Service", f"{FULLNAME}-web")
+    assert svc["spec"]["selector"] == web["spec"]["selector"]["matchLabels"]
+    ingress = one(objs, "Ingress", f"{FULLNAME}-dashboard")
+    (rule,) = ingress["spec"]["rules"]
+    assert rule["host"] == "cronwork.example.com"
+    backend = rule["http"]["paths"][0]["backend"]["service"]
+    assert backend == {"name": f"{FULLNAME}-web", "port": {"name": "http"}}
+    assert ingress["spec"]["ingressClassName"] == "nginx"
+    assert ingress["spec"]["tls"] == [
+        {"hosts": ["cronwork.example.com"], "secretName": "cronwork-tls"}
+    ]
+    # Without the web Deployment the Ingress goes to the schedulers, which serve it too.
+    objs = render(
+        chart,
+        values(secrets={"dashboardToken": "t"}, dashboard={"ingress": {"enabled": True}}),
+    )
+    rule = one(objs, "Ingress", f"{FULLNAME}-dashboard")["spec"]["rules"][0]
+    assert rule["http"]["paths"][0]["backend"]["service"]["name"] == f"{FULLNAME}-scheduler"
+    assert "host" not in rule
+
+
+def test_a_shared_dashboard_needs_a_token(chart: Any) -> None:
+    for dashboard in ({"web": {"enabled": True}}, {"ingress": {"enabled": True}}):
+        with pytest.raises(helm.HelmRenderError, match=r"secrets\.dashboardToken is required"):
+            chart.render(values(dashboard=dashboard), name=RELEASE, namespace=NAMESPACE)
+    # An existing Secret is the user's to fill (CRONWORK_DASHBOARD_TOKEN).
+    objs = render(chart, values(existingSecret="cw", dashboard={"web": {"enabled": True}}))
+    assert referenced(one(objs, "Deployment", f"{FULLNAME}-web")["spec"]["template"]["spec"])[
+        "Secret"
+    ] == {"cw"}
+    with pytest.raises(helm.HelmValuesError):
+        chart.validate_schema(values(dashboard={"ingress": {"enabled": True, "host": "Bad_Host"}}))

@@ -99,6 +99,23 @@ CRONWORK_SENTRY_DSN: {{ . | b64enc | quote }}
 {{- with $s.slackWebhookUrl }}
 CRONWORK_SLACK_WEBHOOK_URL: {{ . | b64enc | quote }}
 {{- end }}
+{{- with $s.dashboardToken }}
+CRONWORK_DASHBOARD_TOKEN: {{ . | b64enc | quote }}
+{{- end }}
+{{- with $s.dashboardReadonlyToken }}
+CRONWORK_DASHBOARD_READONLY_TOKEN: {{ . | b64enc | quote }}
+{{- end }}
+{{- end }}
+
+{{/*
+A dashboard served by more than one pod (the web Deployment, an Ingress over the
+schedulers) needs one admin token for all: each pod would otherwise make its own.
+*/}}
+{{- define "cronwork.requireDashboardToken" -}}
+{{- $d := .Values.dashboard -}}
+{{- if and (or $d.web.enabled $d.ingress.enabled) (not .Values.existingSecret) -}}
+{{- $_ := required "secrets.dashboardToken is required with dashboard.web or dashboard.ingress (or set existingSecret with CRONWORK_DASHBOARD_TOKEN)" .Values.secrets.dashboardToken -}}
+{{- end -}}
 {{- end }}
 
 {{/* schedules.yaml data, shared by the release ConfigMap and the migration hook's copy. */}}
