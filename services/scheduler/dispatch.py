@@ -7,7 +7,6 @@ the leader sends it again, with the same message id (docs/design.md, sending).
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from typing import Any
@@ -30,16 +29,10 @@ SENDER_THREADS = 4
 
 
 class Dispatcher:
-    def __init__(
-        self,
-        broker: dramatiq.Broker,
-        fence: Fence,
-        refs: Callable[[], MessageRefs | None] = lambda: None,
-    ) -> None:
+    def __init__(self, broker: dramatiq.Broker, fence: Fence) -> None:
         self.broker = broker
         self.fence = fence
-        self._refs_factory = refs
-        self._refs: MessageRefs | None = None
+        self.refs = MessageRefs.of(broker)
 
     def send(self, batch: list[Fire]) -> int:
         """Send each fire's message; on a broker error stop: the rest stay pending for re-send."""
@@ -101,12 +94,10 @@ class Dispatcher:
         return sent
 
     def _record_refs(self, messages: list[dramatiq.Message[Any]]) -> None:
-        if self._refs is None:
-            self._refs = self._refs_factory()
-        if self._refs is None:
+        if self.refs is None:
             return
         try:
-            self._refs.record(messages)
+            self.refs.record(messages)
         except Exception as exc:
             # Read as lost later; the re-send that causes is skipped as a duplicate.
             (dependency_of(exc) or REDIS).failed("record where sent messages sit", exc)

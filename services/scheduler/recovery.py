@@ -70,9 +70,7 @@ class Recovery:
             # Every call of this broker runs Dramatiq's maintenance; it makes none but those.
             maintenance_chance=MAINTENANCE_SCALE,
         )
-        return cls(
-            fence, MessageRefs(client, settings.redis_prefix, namespace), maintenance, queues
-        )
+        return cls(fence, MessageRefs(client, namespace), maintenance, queues)
 
     def resend_lost(self) -> int:
         """Put back to pending every waiting fire whose message is gone; how many."""

@@ -16,7 +16,7 @@ from sqlalchemy import Engine
 
 from services.broker import SEND_TIMEOUT_SECONDS, dramatiq_namespace, standard_middleware
 from services.liveness import DatabaseLiveness, Liveness, RedisBeacon, RedisLiveness
-from services.message_refs import MessageRefs, RecordRefs
+from services.message_refs import RecordRefs
 from services.settings import Settings
 from services.worker.heartbeat import WorkerHeartbeat
 from services.worker.tracking import Tracking
@@ -68,5 +68,5 @@ def worker_broker(
     if url is None:
         return StubBroker(middleware=middleware)
     namespace = dramatiq_namespace(settings)
-    middleware.append(RecordRefs(lambda: MessageRefs(client(), settings.redis_prefix, namespace)))
+    middleware.append(RecordRefs())
     return RedisBroker(url=url, namespace=namespace, middleware=middleware)

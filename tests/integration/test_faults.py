@@ -343,7 +343,7 @@ def test_an_empty_redis_restart_loses_no_fire(
     recovery = Recovery.from_settings(settings, fence, ["default"])
     recovery.settle = timedelta(0)
     sender = sender_broker(settings)
-    dispatcher = Dispatcher(sender, fence, lambda: recovery.refs)
+    dispatcher = Dispatcher(sender, fence)
     flaky = spec("flaky", "flaky_job", max_retries=3, min_backoff=timedelta(minutes=5))
     queued = spec("queued", "queued_job")
     calls: list[str] = []
