@@ -19,6 +19,7 @@ from dramatiq.middleware import (
     TimeLimit,
 )
 
+from services.constants import LOCK_OPTION
 from services.schedules.spec import DEFAULT_MAX_RETRIES
 from services.settings import Settings
 
@@ -35,9 +36,19 @@ def dramatiq_namespace(settings: Settings) -> str:
     return f"{settings.redis_prefix}-dramatiq"
 
 
+class CronworkActorOptions(Middleware):
+    """Declares the actor options cronwork reads (``lock``), so ``@dramatiq.actor`` accepts
+    them on every broker an actor module is imported onto."""
+
+    @property
+    def actor_options(self) -> set[str]:
+        return {LOCK_OPTION}
+
+
 def standard_middleware() -> list[Middleware]:
     """Dramatiq's own middleware, with cronwork's defaults, in Dramatiq's order."""
     return [
+        CronworkActorOptions(),
         AgeLimit(),
         TimeLimit(time_limit=NO_TIME_LIMIT_MS),
         ShutdownNotifications(),

@@ -63,14 +63,13 @@ class FireOptions:
         )
 
 
-def attempt_number(options: dict[str, Any]) -> int:
+def attempt_number(options: dict[str, Any], fire: FireOptions) -> int:
     """The attempt a delivery is: Dramatiq's retries so far plus the fire's re-sends.
 
     Two deliveries of the same attempt (a re-send, a broker redelivery) carry the same
     number, which is what makes the worker's claim on ``(message id, attempt)`` exclusive.
     """
-    fire = FireOptions.from_options(options)
-    return int(options.get("retries", 0)) + (fire.resends if fire is not None else 0)
+    return int(options.get("retries", 0)) + fire.resends
 
 
 def retry_options(options: dict[str, Any], attempts: int) -> dict[str, Any]:

@@ -29,8 +29,12 @@ from services.store.attempts_sql import CLAIM_COLUMNS, CONSTANTS, EXECUTE, OUTCO
 
 logger = logging.getLogger(__name__)
 
-#: Writes gathered into one transaction at most.
+#: Writes gathered into one statement at most.
 MAX_BATCH = 128
+#: Writer threads, each with its connection: while one batch waits on Postgres the next
+#: is already being written (a batch's round trip, not the CPU, is what a worker waits
+#: on).
+WRITERS = 2
 
 
 @dataclass(slots=True)
@@ -39,19 +43,20 @@ class _Job:
     #: CLAIM_COLUMNS or OUTCOME_COLUMNS; the first is the message id, and one batch holds
     #: one write per message (a fire is touched once per statement).
     values: tuple[Any, ...]
-    done: threading.Event = field(default_factory=threading.Event)
+    #: Held until the job's batch is written: the cheapest way for a thread to wait.
+    done: threading.Lock = field(default_factory=threading.Lock)
     result: Any = None
     error: BaseException | None = None
 
 
 class GroupCommit:
-    def __init__(self, engine: Engine, max_batch: int = MAX_BATCH) -> None:
+    def __init__(self, engine: Engine, max_batch: int = MAX_BATCH, writers: int = WRITERS) -> None:
         self.engine = engine
         self.max_batch = max_batch
+        self.writers = writers
         self._queue: deque[_Job] = deque()
         self._wake = threading.Condition()
-        self._thread: threading.Thread | None = None
-        self._conn: Any = None
+        self._threads: list[threading.Thread] = []
         #: Batches written and jobs in them, for the benchmark's report.
         self.batches = 0
         self.jobs = 0
@@ -71,15 +76,19 @@ class GroupCommit:
         self._submit(_Job(False, values))
 
     def _submit(self, job: _Job) -> Any:
+        job.done.acquire()
         with self._wake:
             self._queue.append(job)
             self._wake.notify()
-            if self._thread is None or not self._thread.is_alive():
-                self._thread = threading.Thread(
-                    target=self._run, name="cronwork-group-commit", daemon=True
-                )
-                self._thread.start()
-        job.done.wait()
+            if len(self._threads) < self.writers or not all(t.is_alive() for t in self._threads):
+                self._threads = [t for t in self._threads if t.is_alive()]
+                while len(self._threads) < self.writers:
+                    thread = threading.Thread(
+                        target=self._run, name="cronwork-group-commit", daemon=True
+                    )
+                    thread.start()
+                    self._threads.append(thread)
+        job.done.acquire()  # released by the writer once the batch is committed
         if job.error is not None:
             raise job.error
         return job.result
@@ -87,16 +96,19 @@ class GroupCommit:
     # -- the writer thread ---------------------------------------------------------------
 
     def _run(self) -> None:
+        conn: Any = None
         while True:
             batch = self._take()
             try:
-                self._write(batch)
+                conn = conn or self._connect()
+                self._write(conn, batch)
             except BaseException as exc:  # every waiter learns it, and decides
-                self._drop_connection()
+                _drop(conn)
+                conn = None
                 for job in batch:
                     job.error = exc
             for job in batch:
-                job.done.set()
+                job.done.release()
 
     def _take(self) -> list[_Job]:
         with self._wake:
@@ -115,14 +127,14 @@ class GroupCommit:
             self._queue.extendleft(reversed(held))
             return batch
 
-    def _write(self, batch: list[_Job]) -> None:
+    def _write(self, conn: Any, batch: list[_Job]) -> None:
         claims = [j.values for j in batch if j.claim]
         outcomes = [j.values[1:] for j in batch if not j.claim]
         claim_columns = _columns(len(CLAIM_COLUMNS), claims)
         outcome_columns = _columns(len(OUTCOME_COLUMNS) - 1, outcomes)
         results = outcome_columns[-1]
         outcome_columns[-1] = [None if r is None else json.dumps(r) for r in results]
-        cursor = self._connection().cursor()
+        cursor = conn.cursor()
         try:
             cursor.execute(EXECUTE, (*claim_columns, *outcome_columns, *CONSTANTS))
             won = {(r[0], r[1]): (r[2], r[3]) for r in cursor.fetchall()}
@@ -134,25 +146,25 @@ class GroupCommit:
         self.batches += 1
         self.jobs += len(batch)
 
-    def _connection(self) -> Any:
-        if self._conn is None:
-            conn = self.engine.raw_connection()
-            conn.driver_connection.autocommit = True  # type: ignore[union-attr]
-            cursor = conn.cursor()
-            try:
-                cursor.execute(PREPARE)
-            finally:
-                cursor.close()
-            self._conn = conn
-        return self._conn
+    def _connect(self) -> Any:
+        conn = self.engine.raw_connection()
+        conn.driver_connection.autocommit = True  # type: ignore[union-attr]
+        cursor = conn.cursor()
+        try:
+            cursor.execute(PREPARE)
+        finally:
+            cursor.close()
+        return conn
 
-    def _drop_connection(self) -> None:
-        conn, self._conn = self._conn, None
-        if conn is not None:
-            try:
-                conn.invalidate()
-            except Exception:  # already gone: nothing to give back
-                logger.debug("could not invalidate a broken connection", exc_info=True)
+
+def _drop(conn: Any) -> None:
+    """Give up a connection that failed: the pool replaces it."""
+    if conn is None:
+        return
+    try:
+        conn.invalidate()
+    except Exception:  # already gone: nothing to give back
+        logger.debug("could not invalidate a broken connection", exc_info=True)
 
 
 def _columns(width: int, rows: list[tuple[Any, ...]]) -> list[list[Any]]:

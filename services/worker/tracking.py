@@ -33,11 +33,13 @@ from services.constants import FIRE_OPTION
 from services.context import FireInfo, _set_current, take_skip_reason
 from services.fire_message import FireOptions, attempt_number, with_resends
 from services.liveness import Liveness
+from services.locks import Lock
 from services.outages import DATABASE, dependency_of
 from services.redact import redact
 from services.store.attempts import AttemptStore, Claim, Claimed, Outcome
 from services.timeutil import iso, utcnow
 from services.vocabulary import AttemptStatus
+from services.worker.job_locks import JobLocks
 from services.worker.outcomes import OutcomeWriter, decide
 
 logger = logging.getLogger(__name__)
@@ -59,6 +61,8 @@ class Run:
     started_at: datetime
     started_mono: float
     max_retries: int | None
+    #: The lock the job runs under (services/worker/job_locks.py), once taken.
+    lock: Lock | None = None
 
     @property
     def attempt(self) -> int:
@@ -89,6 +93,7 @@ class Tracking(Middleware):
         self._lock = threading.Lock()
         self.instance_id = instance_id
         self.listeners: list[AttemptListener] = []
+        self.locks = JobLocks()
         self._local = threading.local()
 
     @property
@@ -121,7 +126,7 @@ class Tracking(Middleware):
             return  # not a cronwork fire: the actor runs untracked, as in plain Dramatiq
         claim = Claim(
             message_id=message.message_id,
-            attempt=attempt_number(message.options),
+            attempt=attempt_number(message.options, fire),
             schedule=fire.schedule,
             overlap=fire.overlap,
             instance_id=self.instance_id,
@@ -171,6 +176,13 @@ class Tracking(Middleware):
         )
         for listener in self.listeners:
             _tell(listener.attempt_started, run)
+        lock = self.locks.lock_for(broker, message)
+        if lock is not None:
+            # A busy lock under `raise` or `wait` raises LockBusy here: the attempt fails
+            # like any error and Retries tries again later.
+            if not lock.acquire():
+                raise SkipMessage("its lock is busy")  # after_skip_message records why
+            run.lock = lock
 
     def _claim(self, claim: Claim) -> Claimed:
         try:
@@ -239,10 +251,10 @@ class Tracking(Middleware):
         self._finish(run, outcome, exception)
 
     def after_skip_message(self, broker: dramatiq.Broker, message: Any) -> None:
-        # Another middleware skipped a message this thread had claimed.
+        # A claimed attempt was skipped: its lock was busy, or another middleware said so.
         run: Run | None = getattr(self._local, "run", None)
         self._local.run = None
-        take_skip_reason()
+        reason = take_skip_reason()
         _set_current(None)
         if run is None or run.claimed.attempt_id is None:
             return
@@ -256,34 +268,38 @@ class Tracking(Middleware):
             result=None,
             exception=None,
             failed_for_good=False,
-            skip_reason="skipped by another middleware",
+            skip_reason=reason or "skipped by another middleware",
         )
         self._finish(run, outcome, None)
 
     def _finish(self, run: Run, outcome: Outcome, exception: BaseException | None) -> None:
+        if run.lock is not None:
+            run.lock.release()
         # Counted and told before the write: the attempt happened even if recording it is
         # late, and an alert never waits on a database outage.
         metrics.record_attempt(run.fire.schedule, outcome.status, outcome.duration_ms / 1000)
         for listener in self.listeners:
             _tell(listener.attempt_finished, run, outcome, exception)
         self.writer.record(outcome)
-        logger.info(
-            "%s %s attempt %d %s in %.3fs%s",
-            run.fire.schedule,
-            iso(run.fire.scheduled_for),
-            run.attempt,
-            outcome.status,
-            outcome.duration_ms / 1000,
-            f": {outcome.error_type}: {outcome.error_message}" if outcome.error_type else "",
-            extra={
-                "action": "attempt_finished",
-                "schedule": run.fire.schedule,
-                "scheduled_for": iso(run.fire.scheduled_for),
-                "attempt": run.attempt,
-                "status": outcome.status.value,
-                "duration_ms": outcome.duration_ms,
-            },
-        )
+        if logger.isEnabledFor(logging.INFO):
+            due = iso(run.fire.scheduled_for)
+            logger.info(
+                "%s %s attempt %d %s in %.3fs%s",
+                run.fire.schedule,
+                due,
+                run.attempt,
+                outcome.status.value,
+                outcome.duration_ms / 1000,
+                f": {outcome.error_type}: {outcome.error_message}" if outcome.error_type else "",
+                extra={
+                    "action": "attempt_finished",
+                    "schedule": run.fire.schedule,
+                    "scheduled_for": due,
+                    "attempt": run.attempt,
+                    "status": outcome.status.value,
+                    "duration_ms": outcome.duration_ms,
+                },
+            )
 
 
 def _earlier_claim(options: dict[str, Any]) -> tuple[str, datetime] | None:

@@ -271,3 +271,44 @@ def test_an_untracked_message_runs_without_a_fire(harness: Harness) -> None:
     assert done.wait(10)
     assert seen == [None]
     assert attempt_rows(harness.engine) == []
+
+
+# -- a job under a lock ----------------------------------------------------------------
+
+
+def test_an_actor_under_a_lock_runs_once_at_a_time_and_a_busy_lock_is_a_skip(
+    harness: Harness, settings: Settings
+) -> None:
+    from services.locks import configure as configure_locks
+
+    configure_locks(settings)
+    started = threading.Event()
+    release = threading.Event()
+    calls: list[str] = []
+
+    @harness.actor("locked_sync", lock={"key": "sync-{region}", "ttl": "10s"})
+    def locked_sync(region: str) -> None:
+        calls.append(region)
+        started.set()
+        release.wait(20)
+
+    harness.start()
+    first = harness.fire(spec("sync-eu", "locked_sync", args=("eu",)))
+    assert started.wait(15)
+    # Same key while the first runs: recorded as skipped, naming the holder; not run.
+    second = harness.fire(spec("sync-eu-again", "locked_sync", args=("eu",)))
+    row = harness.wait_fire(second)
+    assert row.status == "skipped"
+    [att] = attempt_rows(harness.engine, second.message_id)
+    assert att.status == "skipped"
+    assert att.error_message.startswith("lock 'sync-eu' is held by ")
+    # Another key is another lock: it runs beside the first.
+    other = harness.fire(spec("sync-us", "locked_sync", args=("us",)))
+    wait_for(lambda: "us" in calls, what="the job with another key to run")
+    release.set()
+    assert harness.wait_fire(first).status == "succeeded"
+    assert harness.wait_fire(other).status == "succeeded"
+    assert sorted(calls) == ["eu", "us"]
+    # Released with the attempt: the same key runs again.
+    again = harness.fire(spec("sync-eu-later", "locked_sync", args=("eu",)))
+    assert harness.wait_fire(again).status == "succeeded"
