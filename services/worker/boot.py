@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from services.logs import configure_logging
+from services.logs import configure_logging, configure_redaction
 from services.runtime import engine_for, load_schedule_file, prepare_broker
 from services.settings import Settings
 from services.watch.sentry import init_sentry
@@ -16,6 +16,7 @@ def setup() -> None:
     """Build the tracking broker from CRONWORK_* and import the actors (Dramatiq calls this)."""
     settings = Settings()
     configure_logging(settings)
+    configure_redaction(settings)  # stored errors and alerts mask the configured secrets
     init_sentry(settings, dramatiq=True)  # before the broker: it patches Broker.__init__
     instance_id = settings.instance_id
     if int(os.environ.get("CRONWORK_WORKER_PROCESSES", "1")) > 1:
