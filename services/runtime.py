@@ -11,7 +11,8 @@ from sqlalchemy import Engine, inspect
 
 from services.broker import sender_broker
 from services.errors import ConfigError, CronworkError
-from services.schedules.loader import ScheduleFile, check_actors, load_schedules
+from services.schedules.actors import check_actors
+from services.schedules.loader import ScheduleFile, load_schedules
 from services.settings import Settings
 from services.store.engines import make_engine
 
