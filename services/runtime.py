@@ -23,10 +23,23 @@ class SchemaMissing(CronworkError):
     """The database has no cronwork tables: run `cronwork migrate` (or `cronwork up`) first."""
 
 
-def engine_for(settings: Settings, *, pool_size: int = 5, pre_ping: bool = True) -> Engine:
+def engine_for(
+    settings: Settings, *, pool_size: int = 5, pre_ping: bool = True, read_only: bool = False
+) -> Engine:
+    """The configured database; ``read_only`` never creates the embedded file or writes."""
     if settings.database_url is None:
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
-    return make_engine(settings.database_url_value(), pool_size=pool_size, pre_ping=pre_ping)
+        if read_only:
+            path = settings.data_dir / "cronwork.sqlite3"
+            if not path.is_file():
+                raise SchemaMissing(
+                    f"no cronwork database at {path}: run `cronwork up` in this folder first, "
+                    "or set CRONWORK_DATABASE_URL"
+                )
+        else:
+            settings.data_dir.mkdir(parents=True, exist_ok=True)
+    return make_engine(
+        settings.database_url_value(), pool_size=pool_size, pre_ping=pre_ping, read_only=read_only
+    )
 
 
 def ensure_schema(settings: Settings, engine: Engine, *, migrate: bool) -> None:
