@@ -87,6 +87,10 @@ class IncidentKind(StrEnum):
     NEVER_ENQUEUED = "never_enqueued"
     MISSED = "missed"
     FAILED = "failed"
+    #: A schedule whose trigger cannot compute its fire times at run time: skipped while
+    #: the others fire (services/scheduler/broken.py); resolved by a leader that builds
+    #: and syncs it cleanly again.
+    BROKEN = "broken"
 
 
 #: Incidents that are a state seen on each watchdog pass: resolved when no longer seen.

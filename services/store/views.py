@@ -69,13 +69,17 @@ def status(engine: Engine, specs: dict[str, ScheduleSpec], lease_ttl: float) -> 
         }
     out = []
     for spec in specs.values():
+        broken: str | None = None
+        next_run: datetime | None = None
         if spec.name in next_runs:
             ts = next_runs[spec.name]
             next_run = None if ts is None else datetime.fromtimestamp(ts, UTC)
         elif spec.enabled:
-            next_run = build_trigger(spec).get_next_fire_time(None, now)
-        else:
-            next_run = None
+            try:
+                first = build_trigger(spec).get_next_fire_time(None, now)
+                next_run = first and first.astimezone(UTC)  # year 1 at +05:00 is not in UTC
+            except Exception as exc:  # one schedule's trigger must not fail the whole report
+                broken = f"{type(exc).__name__}: {exc}"
         fire = last.get(spec.name)
         out.append(
             {
@@ -86,6 +90,8 @@ def status(engine: Engine, specs: dict[str, ScheduleSpec], lease_ttl: float) -> 
                 "enabled": spec.enabled,
                 "paused": spec.name in paused,
                 "next_run": iso(next_run) if spec.enabled and spec.name not in paused else None,
+                # Why its fire times cannot be computed (services/scheduler/broken.py).
+                "broken": broken,
                 "last_fire": None
                 if fire is None
                 else {
