@@ -26,7 +26,6 @@ from services.scheduler.jobstore import ScheduleJobStore
 from services.scheduler.lease import RedisLease
 from services.scheduler.service import SchedulerService
 from services.scheduler.sync import sync_jobs
-from services.schedules.spec import ScheduleSpec
 from services.schedules.triggers import build_trigger
 from services.store.engines import make_engine
 from services.store.incidents import IncidentStore
@@ -181,7 +180,7 @@ def test_a_leader_that_finds_a_schedule_sound_resolves_its_broken_incident(
     first("nightly", "ValueError: again")  # reported once per leadership
     first("other", "OverflowError: x")
     alerter.join(5)
-    [nightly, other] = sorted(broken_incidents(engine), key=lambda i: i.schedule)
+    [nightly, _other] = sorted(broken_incidents(engine), key=lambda i: i.schedule)
     assert (nightly.count, nightly.subject) == (1, "ValueError: year 10183 is out of range")
 
     # The next leader builds "nightly" fine (it was fixed) and "other" still fails.

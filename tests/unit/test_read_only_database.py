@@ -22,7 +22,7 @@ def embedded(folder: Path) -> Settings:
 def test_reading_an_empty_folder_creates_nothing(tmp_path: Path) -> None:
     # main: `cronwork status` in an empty folder created .cronwork/cronwork.sqlite3.
     settings = embedded(tmp_path)
-    with pytest.raises(SchemaMissing, match="no cronwork database at .*cronwork.sqlite3"):
+    with pytest.raises(SchemaMissing, match=r"no cronwork database at .*cronwork\.sqlite3"):
         engine_for(settings, read_only=True)
     assert list(tmp_path.iterdir()) == []
 
