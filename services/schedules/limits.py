@@ -14,6 +14,10 @@ from datetime import UTC, datetime, timedelta
 MAX_FILE_BYTES = 32 * 1024 * 1024
 #: Deepest nesting of lists and mappings (the root mapping is level 1, a schedule 3).
 MAX_DEPTH = 64
+#: Most values (keys, values, list items) in one file: about 300,000 plain schedules.
+#: Read into a tree of about 300 bytes a value, so it bounds memory as the size can not
+#: (a file of "1," items packs sixteen million into 32 MB).
+MAX_NODES = 2_000_000
 #: Values that aliases add to a file, over all schedules (a "billion laughs" file
 #: expands nine aliases nine levels deep into 387 million values).
 MAX_ALIAS_VALUES = 100_000

@@ -17,12 +17,22 @@ from dataclasses import dataclass, field
 from typing import cast
 from zoneinfo import ZoneInfo
 
-from yaml.nodes import Node, ScalarNode
+from yaml.nodes import MappingNode, Node, ScalarNode
 
 from services.errors import ConfigError
 from services.schedules.durations import format_duration
 from services.schedules.mappings import INVALID, MappingReader, Setting
-from services.schedules.nodes import Invalid, hint, is_null, scalar, sequence, show, show_text
+from services.schedules.nodes import (
+    MAP_TAG,
+    STR_TAG,
+    Invalid,
+    hint,
+    is_null,
+    scalar,
+    sequence,
+    show,
+    show_text,
+)
 from services.schedules.spec import (
     DEFAULT_MAX_BACKOFF,
     DEFAULT_MIN_BACKOFF,
@@ -167,15 +177,16 @@ class _Parser(MappingReader):
             return specs, actor_lines
         first_line: dict[str, int] = {}
         for name_node, value_node in found.value:
-            line = line_of(name_node)
+            line = name_node.start_mark.line + 1
             if not isinstance(name_node, ScalarNode):
                 self.problem(line, None, "schedule names must be plain strings")
                 continue
-            try:
-                scalar(name_node)  # refuses a tag on the name
-            except Invalid as exc:
-                self.problem(line, None, exc.message)
-                continue
+            if name_node.tag != STR_TAG:
+                try:
+                    scalar(name_node)  # refuses a tag on the name
+                except Invalid as exc:
+                    self.problem(line, None, exc.message)
+                    continue
             name = name_node.value
             if name in first_line:
                 self.problem(
@@ -199,14 +210,16 @@ class _Parser(MappingReader):
     def schedule(
         self, name: str, line: int, node: Node, defaults: dict[str, Setting]
     ) -> tuple[ScheduleSpec, int] | None:
-        body = self.as_mapping(
-            node,
-            name,
-            "must be a mapping of settings (actor, and one of cron, every or at)",
-            line=line if is_null(node) else None,
-        )
+        body = node if node.__class__ is MappingNode and node.tag == MAP_TAG else None
         if body is None:
-            return None
+            body = self.as_mapping(
+                node,
+                name,
+                "must be a mapping of settings (actor, and one of cron, every or at)",
+                line=line if is_null(node) else None,
+            )
+            if body is None:
+                return None
         before = len(self.problems)
         own = self.settings(body, _SCHEDULE_KEYS, name)
         self.check_required(name, line, own)

@@ -91,28 +91,34 @@ class MappingReader:
         first_line: dict[str, int] = {}
         out: list[tuple[str, Node, Node]] = []
         for key_node, value_node in node.value:
-            if not isinstance(key_node, ScalarNode):
-                report(key_node, "keys must be plain names, not a list or mapping")
-                continue
-            key = key_node.value
-            if key == "<<":
-                report(key_node, "YAML merge keys ('<<') are not supported; use 'defaults'")
-                continue
-            if key_node.tag != STR_TAG:
-                try:
-                    scalar(key_node)  # refuses a tag on the key
-                except Invalid as exc:
-                    report(key_node, exc.message)
-                    continue
-            if key in first_line:
-                report(
-                    key_node,
-                    f"duplicate key '{show_text(key)}' (first at line {first_line[key]})",
-                )
-                continue
-            first_line[key] = key_node.start_mark.line + 1
-            out.append((key, key_node, value_node))
+            key = self.key(key_node, first_line, report)
+            if key is not None:
+                out.append((key, key_node, value_node))
         return out
+
+    @staticmethod
+    def key(
+        key_node: Node, first_line: dict[str, int], report: Callable[[Node, str], None]
+    ) -> str | None:
+        """The key as written, noted in ``first_line``; None (reported) if it is refused."""
+        if not isinstance(key_node, ScalarNode):
+            report(key_node, "keys must be plain names, not a list or mapping")
+            return None
+        key: str = key_node.value
+        if key == "<<":
+            report(key_node, "YAML merge keys ('<<') are not supported; use 'defaults'")
+            return None
+        if key_node.tag != STR_TAG:
+            try:
+                scalar(key_node)  # refuses a tag on the key
+            except Invalid as exc:
+                report(key_node, exc.message)
+                return None
+        if key in first_line:
+            report(key_node, f"duplicate key '{show_text(key)}' (first at line {first_line[key]})")
+            return None
+        first_line[key] = key_node.start_mark.line + 1
+        return key
 
     def settings(
         self,
@@ -125,19 +131,33 @@ class MappingReader:
         """Parse each key of a defaults/schedule mapping, reporting what is wrong.
 
         A key whose value was refused is kept as ``INVALID`` so later checks know it
-        was there (e.g. a bad ``cron`` still counts as the schedule's trigger).
+        was there (e.g. a bad ``cron`` still counts as the schedule's trigger). Runs once
+        per schedule: the common case (a plain key, a value seen before) is kept short.
         """
         report = self.reporter(schedule, prefix)
         out: dict[str, Setting] = {}
+        first_line: dict[str, int] = {}
         memo = self.memo
-        for key, key_node, value_node in self.entries(node, report):
+        for key_node, value_node in node.value:
+            key = key_node.value
+            if (
+                key_node.__class__ is not ScalarNode
+                or key_node.tag != STR_TAG
+                or key in first_line
+                or key == "<<"
+            ):
+                key = self.key(key_node, first_line, report)
+                if key is None:
+                    continue
+            else:
+                first_line[key] = key_node.start_mark.line + 1
             if key not in allowed:
                 if not_here and key in SCHEDULE_KEYS:
                     report(key_node, f"'{key}' {not_here}")
                 else:
                     report(key_node, f"unknown key '{show_text(key)}'{hint(key, allowed)}")
                 continue
-            if isinstance(value_node, ScalarNode):
+            if value_node.__class__ is ScalarNode:
                 found = memo.get((key, value_node.tag, value_node.value))
                 ok, value = found or self.scalar_value(key, value_node)
             else:

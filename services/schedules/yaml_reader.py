@@ -32,7 +32,7 @@ from yaml.nodes import MappingNode, Node, ScalarNode
 from yaml.resolver import Resolver
 
 from services.errors import ConfigError, Problem
-from services.schedules.limits import MAX_DEPTH, MAX_FILE_BYTES
+from services.schedules.limits import MAX_DEPTH, MAX_FILE_BYTES, MAX_NODES
 
 #: A file libyaml refuses is parsed again by PyYAML for its message up to this size;
 #: larger ones get libyaml's message (PyYAML reads about 0.5 MB a second).
@@ -45,6 +45,8 @@ _RESOLVERS = {
     first: [(tag, rx) for tag, rx in resolvers if tag != "tag:yaml.org,2002:timestamp"]
     for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
 }
+# _FastResolve's shortcut reads a missing first character as "no resolver applies".
+assert None not in _RESOLVERS, "PyYAML's resolvers gained a wildcard entry"
 
 
 _STR_TAG = "tag:yaml.org,2002:str"
@@ -55,11 +57,12 @@ _MEMO_SIZE = 10_000
 
 
 class _FastResolve:
-    """PyYAML's tag resolution, remembered per plain value.
+    """PyYAML's tag resolution, with its answers remembered, and no path resolvers.
 
     The composer asks for every node's tag; PyYAML answers by trying the resolvers'
     regular expressions each time: a third of composing a large file, for a few hundred
-    distinct values (``tick``, ``5m``) repeated a hundred thousand times.
+    distinct values (``tick``, ``5m``) repeated a hundred thousand times, and names that
+    start with a character no resolver starts with (a plain string, at once).
     """
 
     _memo: dict[str, str] = {}  # one per process: the resolvers are fixed
@@ -70,11 +73,29 @@ class _FastResolve:
                 return _STR_TAG  # quoted: always a string
             tag = self._memo.get(value)
             if tag is None:
+                if value and value[0] not in _RESOLVERS:
+                    return _STR_TAG  # no resolver starts with this character
                 tag = Resolver.resolve(self, kind, value, implicit)  # type: ignore[arg-type]
-                if len(self._memo) < _MEMO_SIZE and len(value) <= 64:
+                if len(self._memo) < _MEMO_SIZE:
                     self._memo[value] = tag
             return tag
         return _MAP_TAG if kind is MappingNode else _SEQ_TAG
+
+    def descend_resolver(self, parent: Node | None, index: Any) -> None:
+        """Called by the composer before each node it builds: count them.
+
+        The tree costs about 300 bytes a node, so a file of "1," items within the size
+        limit would take gigabytes; the count stops it at MAX_NODES (PyYAML's path
+        resolvers, which this hook served, are not used).
+        """
+        self._nodes: int = getattr(self, "_nodes", 0) + 1
+        if self._nodes > MAX_NODES:
+            mark = parent.start_mark if parent is not None else None
+            raise _TooMany(None, None, f"more than {MAX_NODES:,} values in one file", mark)
+
+    # The composer calls this after each node; with no path resolvers there is nothing
+    # to undo, and a built-in taking no arguments costs no Python frame.
+    ascend_resolver = staticmethod(tuple)
 
 
 def line_of(node: Node) -> int:
@@ -85,7 +106,12 @@ class _TooDeep(yaml.MarkedYAMLError):
     pass
 
 
-class _Loader(_FastResolve, yaml.SafeLoader):
+class _TooMany(yaml.MarkedYAMLError):
+    pass
+
+
+# (ignore[misc]: the built-in standing in for ascend_resolver is typed unlike the method)
+class _Loader(_FastResolve, yaml.SafeLoader):  # type: ignore[misc]
     """PyYAML's pure-Python loader, holding nesting to MAX_DEPTH."""
 
     yaml_implicit_resolvers = _RESOLVERS
@@ -108,7 +134,7 @@ class _Loader(_FastResolve, yaml.SafeLoader):
 _FastLoader: type | None = None
 if getattr(yaml, "__with_libyaml__", False):
 
-    class _CLoader(_FastResolve, yaml.CSafeLoader):
+    class _CLoader(_FastResolve, yaml.CSafeLoader):  # type: ignore[misc]
         yaml_implicit_resolvers = _RESOLVERS
 
     _FastLoader = _CLoader
@@ -248,6 +274,10 @@ def _yaml_problem(exc: yaml.YAMLError, text: str, file: str) -> Problem:
         )
     if not isinstance(exc, yaml.MarkedYAMLError):
         return Problem(file, 1, None, f"invalid YAML: {exc}")
+    if isinstance(exc, _TooDeep | _TooMany):
+        # Our limits, not a syntax error: said as the walker says them.
+        line = exc.problem_mark.line + 1 if exc.problem_mark is not None else 1
+        return Problem(file, line, None, exc.problem or "")
     start, found = exc.context_mark, exc.problem_mark
     opened = _OPENERS.get(exc.context or "")
     at_end = "end of stream" in (exc.problem or "") or "<stream end>" in (exc.problem or "")

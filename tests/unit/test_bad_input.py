@@ -118,6 +118,16 @@ def test_block_style_nesting_is_refused_too(loader: str) -> None:
     assert "nesting" in found
 
 
+@pytest.mark.parametrize("item", ["1", "!!str a", "{}"])
+def test_a_file_of_too_many_values_is_refused_before_it_fills_memory(
+    loader: str, item: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A file of "1," items packs 16 million values (4 GB of tree) into the size limit.
+    monkeypatch.setattr(yaml_reader, "MAX_NODES", 1000)
+    text = f"schedules: {{}}\nx:\n  - [{', '.join([item] * 1200)}]\n"
+    assert one(text) == "schedules.yaml:3: more than 1,000 values in one file"
+
+
 def test_nesting_within_the_limit_is_fine() -> None:
     depth = MAX_DEPTH - 5  # root, schedules, the schedule and args take four levels
     spec = parse_schedules(schedule(f"actor: a\nevery: 1m\nargs: {'[' * depth}{']' * depth}\n"))
