@@ -126,24 +126,23 @@ def mapping(node: Node) -> MappingNode | None:
     A tagged list or mapping (``!!omap``, ``!!python/dict``) is refused for its tag,
     whatever was expected: the tag is what is wrong with it.
     """
-    if isinstance(node, MappingNode):
-        if node.tag != MAP_TAG:
-            raise refuse_tag(node)
-        return node
-    if isinstance(node, SequenceNode) and node.tag != SEQ_TAG:
-        raise refuse_tag(node)
-    return None
+    _refuse_collection_tag(node)
+    return node if isinstance(node, MappingNode) else None
 
 
 def sequence(node: Node) -> SequenceNode | None:
     """The node if it is a plain list; None if it is a plain anything else."""
-    if isinstance(node, SequenceNode):
-        if node.tag != SEQ_TAG:
-            raise refuse_tag(node)
-        return node
-    if isinstance(node, MappingNode) and node.tag != MAP_TAG:
+    _refuse_collection_tag(node)
+    return node if isinstance(node, SequenceNode) else None
+
+
+_PLAIN_COLLECTION_TAGS: dict[type, str] = {MappingNode: MAP_TAG, SequenceNode: SEQ_TAG}
+
+
+def _refuse_collection_tag(node: Node) -> None:
+    plain = _PLAIN_COLLECTION_TAGS.get(type(node))
+    if plain is not None and node.tag != plain:
         raise refuse_tag(node)
-    return None
 
 
 def is_null(node: Node) -> bool:

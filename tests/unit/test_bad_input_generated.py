@@ -20,6 +20,7 @@ from services.errors import ConfigError
 from services.scheduler.catchup import plan_fires
 from services.schedules.loader import ScheduleFile, parse_schedules
 from services.schedules.triggers import build_trigger
+from services.schedules.values import SCHEDULE_KEYS
 
 SECRET = "s3cretTOKENxyz"
 URL = f"https://hooks.slack.com/services/T0/B0/{SECRET}"
@@ -78,33 +79,7 @@ HOSTILE = st.one_of(
     st.from_regex(r"[0-9]{1,4}-[0-9]{2}-[0-9]{2}(T[0-9]{2}:[0-9]{2})?", fullmatch=True),
 )
 
-KEYS = [
-    "actor",
-    "cron",
-    "every",
-    "at",
-    "start",
-    "end",
-    "timezone",
-    "queue",
-    "max_retries",
-    "min_backoff",
-    "max_backoff",
-    "time_limit",
-    "max_runtime",
-    "overlap",
-    "catchup",
-    "catchup_window",
-    "jitter",
-    "enabled",
-    "grace",
-    "on_lost",
-    "alerts",
-    "args",
-    "kwargs",
-    "webhook",
-    URL,
-]
+KEYS = [*SCHEDULE_KEYS, "webhook", URL]
 
 GOOD_TRIGGERS = st.sampled_from(
     ['cron: "*/5 * * * *"', "every: 15m", "every: 3650d", "at: 2030-01-01T00:00:00Z"]
