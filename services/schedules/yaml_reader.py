@@ -7,10 +7,12 @@ Bounds, each refused with a line rather than exhausting the process:
 
 - the file: a regular file (never a FIFO that blocks or ``/dev/zero`` that never ends)
   of at most MAX_FILE_BYTES, in UTF-8 (a bad byte is reported at its own line);
+- values: at most MAX_NODES, counted as the composer builds them (the tree costs about
+  300 bytes a value);
 - nesting: at most MAX_DEPTH levels (PyYAML's composer recurses, and libyaml stops at
   1,000);
 - aliases and tags: the tree keeps an alias as the same node object twice, so nothing
-  is expanded here; ``services.schedules.values`` counts expansions and refuses tags.
+  is expanded here; ``services.schedules.nodes`` counts expansions and refuses tags.
 
 libyaml's parser (``yaml.CSafeLoader``) is used when PyYAML was built with it, with the
 same line numbers as the pure-Python one. When libyaml refuses a file, the pure-Python
@@ -45,8 +47,9 @@ _RESOLVERS = {
     first: [(tag, rx) for tag, rx in resolvers if tag != "tag:yaml.org,2002:timestamp"]
     for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
 }
-# _FastResolve's shortcut reads a missing first character as "no resolver applies".
-assert None not in _RESOLVERS, "PyYAML's resolvers gained a wildcard entry"
+#: _FastResolve's shortcut reads a first character without resolvers as "a plain
+#: string"; a wildcard entry (key None) would apply to every value and rule it out.
+_SHORTCUT = None not in _RESOLVERS
 
 
 _STR_TAG = "tag:yaml.org,2002:str"
@@ -73,7 +76,7 @@ class _FastResolve:
                 return _STR_TAG  # quoted: always a string
             tag = self._memo.get(value)
             if tag is None:
-                if value and value[0] not in _RESOLVERS:
+                if _SHORTCUT and value and value[0] not in _RESOLVERS:
                     return _STR_TAG  # no resolver starts with this character
                 tag = Resolver.resolve(self, kind, value, implicit)  # type: ignore[arg-type]
                 if len(self._memo) < _MEMO_SIZE:
