@@ -318,8 +318,9 @@ class _Parser(MappingReader):
 
 def _build_spec(file: str, name: str, line: int, merged: dict[str, Setting]) -> ScheduleSpec:
     values = {key: setting.value for key, setting in merged.items()}
-    trigger = cast("TriggerKind", next(k for k in TRIGGER_KEYS if k in values))
-    values.update(name=name, trigger=trigger, file=file, line=line)
+    # check_required made sure there is exactly one.
+    trigger = "cron" if "cron" in values else "every" if "every" in values else "at"
+    values.update(name=name, trigger=cast("TriggerKind", trigger), file=file, line=line)
     return ScheduleSpec.from_values(values)
 
 

@@ -113,9 +113,11 @@ class ScheduleSpec:
         state.update(_FIELD_DEFAULTS)
         state["kwargs"] = {}  # a fresh one each time, as its default_factory gives
         state.update(values)
-        missing = [name for name in _REQUIRED if name not in values]
-        if missing:
-            raise TypeError(f"missing ScheduleSpec fields: {', '.join(missing)}")
+        if not values.keys() >= _REQUIRED:
+            missing = ", ".join(
+                name for name in _FIELDS_IN_ORDER if name in _REQUIRED - values.keys()
+            )
+            raise TypeError(f"missing ScheduleSpec fields: {missing}")
         return spec
 
     def to_json(self) -> dict[str, Any]:
@@ -155,8 +157,9 @@ _FIELD_DEFAULTS: dict[str, Any] = {
     for f in fields(ScheduleSpec)
     if f.default is not MISSING or f.default_factory is not MISSING
 }
-_REQUIRED = tuple(f.name for f in fields(ScheduleSpec) if f.name not in _FIELD_DEFAULTS)
-_FIELDS = frozenset(f.name for f in fields(ScheduleSpec))
+_FIELDS_IN_ORDER = tuple(f.name for f in fields(ScheduleSpec))
+_FIELDS = frozenset(_FIELDS_IN_ORDER)
+_REQUIRED = _FIELDS - _FIELD_DEFAULTS.keys()
 
 
 def _digest(data: dict[str, Any]) -> str:
