@@ -46,7 +46,11 @@ YEAR_ONE = spec(
 
 
 def broken_incidents(engine: Engine) -> list[Any]:
-    return [i for i in IncidentStore(engine).list(include_resolved=True) if i.kind == "broken"]
+    return [
+        i
+        for i in IncidentStore(engine).list(include_resolved=True)
+        if i.kind == IncidentKind.BROKEN
+    ]
 
 
 @pytest.fixture
@@ -190,4 +194,3 @@ def test_a_leader_that_finds_a_schedule_sound_resolves_its_broken_incident(
     alerter.join(5)
     state = {i.schedule: i.resolved_at is not None for i in broken_incidents(engine)}
     assert state == {"nightly": True, "other": False}
-    assert IncidentKind.BROKEN == "broken"

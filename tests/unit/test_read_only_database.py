@@ -13,6 +13,7 @@ from services.runtime import SchemaMissing, engine_for, ensure_schema
 from services.settings import Settings
 from services.store.migrate import upgrade
 from services.store.tables import incidents
+from services.vocabulary import IncidentKind
 
 
 def embedded(folder: Path) -> Settings:
@@ -41,7 +42,9 @@ def test_a_read_only_engine_reads_and_cannot_write(migrated: Settings) -> None:
     with engine.connect() as conn:
         assert conn.execute(select(incidents)).all() == []
     with pytest.raises(OperationalError, match="readonly"), engine.begin() as conn:
-        conn.execute(insert(incidents).values(kind="failed", schedule="x", count=1, details={}))
+        conn.execute(
+            insert(incidents).values(kind=IncidentKind.FAILED, schedule="x", count=1, details={})
+        )
     engine.dispose()
 
 
