@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from services.redact import shown
+
 
 class CronworkError(Exception):
     """cronwork failed."""
@@ -30,10 +32,11 @@ class Problem:
         self.message = message
 
     def __str__(self) -> str:
+        # One line, whatever the file held: secrets masked, control characters escaped.
         where = f"{self.file}:{self.line}"
         if self.schedule is not None:
-            return f"{where}: schedule '{self.schedule}': {self.message}"
-        return f"{where}: {self.message}"
+            return shown(f"{where}: schedule '{self.schedule}': {self.message}")
+        return shown(f"{where}: {self.message}")
 
     def __repr__(self) -> str:
         return f"Problem({self!s})"

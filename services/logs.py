@@ -6,7 +6,9 @@ import json
 import logging
 import sys
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
+from services import redact
 from services.redact import RedactingFilter
 from services.settings import Settings
 
@@ -29,15 +31,64 @@ class JsonFormatter(logging.Formatter):
 
 
 def secrets_of(settings: Settings) -> list[str]:
-    values = [
-        settings.database_url,
-        settings.redis_url,
-        settings.sentry_dsn,
-        settings.slack_webhook_url,
-        settings.dashboard_token,
-        settings.dashboard_readonly_token,
+    """Every configured secret: each URL whole, and the password, key or token inside it.
+
+    A part is listed only when it is long enough not to mask ordinary words (six
+    characters) and is not also a user, host or database name of a configured URL: those
+    names are printed unmasked (``postgresql://cronwork:***@db/cronwork``), so masking the
+    same word elsewhere would hide nothing and garble every line that says "cronwork".
+    """
+    urls = [
+        v.get_secret_value()
+        for v in (
+            settings.database_url,
+            settings.redis_url,
+            settings.sentry_dsn,
+            settings.slack_webhook_url,
+            settings.dashboard_token,
+            settings.dashboard_readonly_token,
+        )
+        if v is not None
     ]
-    return [v.get_secret_value() for v in values if v is not None]
+    parts: set[str] = set()
+    public: set[str] = set()
+    for url in urls:
+        secret_parts, public_parts = _url_parts(url)
+        parts |= secret_parts
+        public |= public_parts
+    return urls + sorted(p for p in parts - public if len(p) >= MIN_SECRET_PART)
+
+
+#: Shorter passwords, keys and tokens are masked only inside a URL (by shape).
+MIN_SECRET_PART = 6
+
+
+def _url_parts(url: str) -> tuple[set[str], set[str]]:
+    """(secret parts, public parts) of one configured URL."""
+    try:
+        split = urlsplit(url)
+        user, password, host = split.username, split.password, split.hostname
+    except ValueError:  # not a URL a driver would accept either: the whole value is masked
+        return set(), set()
+    secret: set[str] = set()
+    if password:
+        secret |= {password, unquote(password)}
+    if user and split.scheme in ("http", "https"):
+        secret |= {user, unquote(user)}  # a Sentry DSN: the user part is the key
+        user = None
+    path = split.path.strip("/")
+    if host == "hooks.slack.com":
+        # /services/T…/B…/token: the token is the secret, the ids only matter with it.
+        segments = path.split("/")
+        secret |= {"/".join(segments[1:]), segments[-1]}
+        path = ""
+    public = {p for p in (user, host, path) if p}
+    return {s for s in secret if s}, public
+
+
+def configure_redaction(settings: Settings) -> None:
+    """Mask this process's configured secrets in every ``redact`` call from now on."""
+    redact.configure(secrets_of(settings))
 
 
 def _dramatiq_noise(record: logging.LogRecord) -> bool:

@@ -13,7 +13,8 @@ from sqlalchemy import Engine, inspect
 from services.broker import sender_broker
 from services.errors import ConfigError, CronworkError
 from services.outages import DATABASE, dependency_of
-from services.schedules.loader import ScheduleFile, check_actors, load_schedules
+from services.schedules.actors import check_actors
+from services.schedules.loader import ScheduleFile, load_schedules
 from services.settings import Settings
 from services.store.engines import make_engine
 
@@ -24,10 +25,23 @@ class SchemaMissing(CronworkError):
     """The database has no cronwork tables: run `cronwork migrate` (or `cronwork up`) first."""
 
 
-def engine_for(settings: Settings, *, pool_size: int = 5, pre_ping: bool = True) -> Engine:
+def engine_for(
+    settings: Settings, *, pool_size: int = 5, pre_ping: bool = True, read_only: bool = False
+) -> Engine:
+    """The configured database; ``read_only`` never creates the embedded file or writes."""
     if settings.database_url is None:
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
-    return make_engine(settings.database_url_value(), pool_size=pool_size, pre_ping=pre_ping)
+        if read_only:
+            path = settings.data_dir / "cronwork.sqlite3"
+            if not path.is_file():
+                raise SchemaMissing(
+                    f"no cronwork database at {path}: run `cronwork up` in this folder first, "
+                    "or set CRONWORK_DATABASE_URL"
+                )
+        else:
+            settings.data_dir.mkdir(parents=True, exist_ok=True)
+    return make_engine(
+        settings.database_url_value(), pool_size=pool_size, pre_ping=pre_ping, read_only=read_only
+    )
 
 
 def ensure_schema(settings: Settings, engine: Engine, *, migrate: bool, wait: bool = False) -> None:

@@ -96,10 +96,21 @@ class IncidentKind(StrEnum):
     FAILED = "failed"
     #: A fire has had no outcome for longer than its grace, whatever its status.
     UNFINISHED = "unfinished"
+    #: A schedule whose trigger cannot compute its fire times at run time: skipped while
+    #: the others fire (services/scheduler/broken.py); resolved by a leader that builds
+    #: and syncs it cleanly again.
+    BROKEN = "broken"
 
 
 #: Incidents that are a state seen on each watchdog pass: resolved when no longer seen.
-STATE_INCIDENTS = frozenset({IncidentKind.OVERDUE, IncidentKind.STUCK, IncidentKind.NEVER_ENQUEUED})
+STATE_INCIDENTS = frozenset(
+    {
+        IncidentKind.OVERDUE,
+        IncidentKind.STUCK,
+        IncidentKind.NEVER_ENQUEUED,
+        IncidentKind.UNFINISHED,
+    }
+)
 #: Incidents that are events about a fire: resolved when a fire of the schedule at least
 #: as new as the incident's newest one succeeds.
 EVENT_INCIDENTS = frozenset({IncidentKind.FAILED, IncidentKind.MISSED, IncidentKind.LOST})

@@ -16,6 +16,7 @@ from collections.abc import Callable, Sequence
 from pydantic import ValidationError
 
 from services import __version__
+from services.cli.arguments import CheckedParser, count, iso_time
 from services.cli.processes import (
     cmd_check,
     cmd_migrate,
@@ -27,9 +28,9 @@ from services.cli.processes import (
 from services.cli.reports import cmd_history, cmd_incidents, cmd_next, cmd_status
 from services.cli.steer import add_steer_options, cmd_audit, cmd_pause, cmd_resume, cmd_trigger
 from services.errors import ConfigError, CronworkError
-from services.logs import configure_logging, secrets_of
-from services.redact import redact
-from services.settings import Settings
+from services.logs import configure_logging, configure_redaction
+from services.redact import printable, shown
+from services.settings import Settings, describe
 
 logger = logging.getLogger("cronwork")
 
@@ -40,32 +41,56 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         settings = Settings()
     except ValidationError as exc:
-        print(f"cronwork: invalid settings: {redact(str(exc))}", file=sys.stderr)
+        print(f"cronwork: invalid settings: {printable(describe(exc))}", file=sys.stderr)
         return 2
+    configure_redaction(settings)
     configure_logging(settings)
     try:
         return int(args.func(settings, args) or 0)
     except ConfigError as exc:
         for problem in exc.problems:
             print(problem, file=sys.stderr)
-        print(f"cronwork: {settings.schedules_file} refused; nothing applied", file=sys.stderr)
+        refused = shown(str(settings.schedules_file))
+        print(f"cronwork: {refused} refused; nothing applied", file=sys.stderr)
         return 1
     except CronworkError as exc:
-        print(f"cronwork: {redact(str(exc), secrets_of(settings))}", file=sys.stderr)
+        print(f"cronwork: {shown(str(exc))}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130
     except Exception as exc:  # a clean line, never a traceback with a URL in it
-        logger.debug("unexpected error", exc_info=True)
-        print(
-            f"cronwork: {type(exc).__name__}: {redact(str(exc), secrets_of(settings))}",
-            file=sys.stderr,
-        )
+        reason = user_error(exc)
+        if reason is None:
+            logger.debug("unexpected error", exc_info=True)
+            reason = f"{type(exc).__name__}: {exc}"
+        print(f"cronwork: {shown(first_line(reason))}", file=sys.stderr)
         return 1
 
 
+def user_error(exc: Exception) -> str | None:
+    """What a user can fix, for errors that come from their settings or servers."""
+    from redis.exceptions import RedisError
+    from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError
+
+    if isinstance(exc, ArgumentError | NoSuchModuleError):
+        return (
+            "CRONWORK_DATABASE_URL is not a database URL cronwork can use "
+            "(e.g. postgresql+psycopg2://user:password@host:5432/cronwork)"
+        )
+    if isinstance(exc, DBAPIError):
+        return f"database error: {exc.orig if exc.orig is not None else exc}"
+    if isinstance(exc, RedisError):
+        return f"Redis error: {exc}"
+    return None
+
+
+def first_line(text: str) -> str:
+    """The first line of a message (drivers append SQL and links on later ones)."""
+    return text.strip().split("\n", 1)[0] or text
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="cronwork", description="Recurring work, on time, once.")
+    p = CheckedParser(prog="cronwork", description="Recurring work, on time, once.")
     p.add_argument("--version", action="version", version=f"cronwork {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
 
@@ -80,8 +105,8 @@ def build_parser() -> argparse.ArgumentParser:
     cmd("migrate", cmd_migrate, "create or upgrade the database schema (Alembic upgrade head)")
     cmd("scheduler", cmd_scheduler, "run a scheduler replica (only the lease holder fires)")
     w = cmd("worker", cmd_worker, "run Dramatiq workers that execute and track the actors")
-    w.add_argument("--processes", "-p", type=int, default=os.cpu_count() or 1)
-    w.add_argument("--threads", "-t", type=int, default=8)
+    w.add_argument("--processes", "-p", type=count(1, 256), default=os.cpu_count() or 1)
+    w.add_argument("--threads", "-t", type=count(1, 256), default=8)
     w.add_argument("--queues", "-Q", nargs="+", help="queues to consume (default: all)")
     w.add_argument(
         "--check",
@@ -89,21 +114,21 @@ def build_parser() -> argparse.ArgumentParser:
         help="exit 0 if this container's worker heartbeat is fresh, 1 otherwise (liveness)",
     )
     up = cmd("up", cmd_up, "scheduler and worker in one process (embedded when no URLs are set)")
-    up.add_argument("--threads", "-t", type=int, default=4)
+    up.add_argument("--threads", "-t", type=count(1, 256), default=4)
     n = cmd("next", cmd_next, "print a schedule's next fire times")
     n.add_argument("name")
-    n.add_argument("-n", type=int, default=5, help="how many (default 5)")
-    n.add_argument("--after", help="ISO time to start from (default now)")
+    n.add_argument("-n", type=count(1, 1000), default=5, help="how many, 1-1000 (default 5)")
+    n.add_argument("--after", type=iso_time, help="ISO time to start from (default now)")
     n.add_argument("--json", action="store_true")
     s = cmd("status", cmd_status, "the lease holder and every schedule's state")
     s.add_argument("--json", action="store_true")
     h = cmd("history", cmd_history, "newest fires first, with their attempts")
     h.add_argument("--schedule")
-    h.add_argument("--limit", type=int, default=20)
+    h.add_argument("--limit", type=count(1, 10_000), default=20, help="1-10000 (default 20)")
     h.add_argument("--json", action="store_true")
     i = cmd("incidents", cmd_incidents, "open incidents (watchdog findings, final failures)")
     i.add_argument("--all", action="store_true", help="resolved ones too (newest first)")
-    i.add_argument("--limit", type=int, default=50)
+    i.add_argument("--limit", type=count(1, 10_000), default=50, help="1-10000 (default 50)")
     i.add_argument("--json", action="store_true")
     steer = {}
     for name, func, text in (
@@ -116,7 +141,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_steer_options(steer)
     a = cmd("audit", cmd_audit, "who triggered, paused, resumed or re-ran what, and why")
     a.add_argument("--schedule")
-    a.add_argument("--limit", type=int, default=50)
+    a.add_argument("--limit", type=count(1, 10_000), default=50, help="1-10000 (default 50)")
     a.add_argument("--json", action="store_true")
     cmd("web", cmd_web, "serve the dashboard (and /healthz, /readyz, /metrics) on its own")
     return p

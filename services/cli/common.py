@@ -9,6 +9,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from services.errors import UnknownSchedule
+from services.redact import redact, shown
 from services.schedules.spec import ScheduleSpec
 from services.settings import Settings
 
@@ -16,6 +17,8 @@ if TYPE_CHECKING:
     from sqlalchemy import Engine
 
 logger = logging.getLogger("cronwork")
+#: Schedule names listed when a name is unknown (a file may hold 100,000).
+KNOWN_SHOWN = 20
 
 
 def load_specs(settings: Settings) -> dict[str, ScheduleSpec]:
@@ -29,23 +32,39 @@ def find_spec(
 ) -> ScheduleSpec:
     specs = load_specs(settings) if specs is None else specs
     if name not in specs:
-        known = ", ".join(specs) or "none"
+        names = list(specs)
+        known = ", ".join(names[:KNOWN_SHOWN]) or "none"
+        if len(names) > KNOWN_SHOWN:
+            known += f" and {len(names) - KNOWN_SHOWN:,} more"
         raise UnknownSchedule(
             f"no schedule named '{name}' in {settings.schedules_file} (known: {known})"
         )
     return specs[name]
 
 
-def open_engine(settings: Settings, *, wait: bool = False) -> Engine:
+def open_engine(settings: Settings, *, read_only: bool = False, wait: bool = False) -> Engine:
     """The database of a migrated deployment (commands other than migrate/up never migrate).
 
-    ``wait``: for processes that run for long, wait while the database is away.
+    ``read_only``: for commands that only read; they never create the embedded file and
+    work on a read-only volume. ``wait``: for processes that run for long, wait while the
+    database is away.
     """
     from services.runtime import engine_for, ensure_schema
 
-    engine = engine_for(settings)
+    engine = engine_for(settings, read_only=read_only)
     ensure_schema(settings, engine, migrate=False, wait=wait)
     return engine
+
+
+def masked(value: Any) -> Any:
+    """``value`` (JSON-ready) with every string passed through ``redact``."""
+    if isinstance(value, str):
+        return redact(value)
+    if isinstance(value, list):
+        return [masked(item) for item in value]
+    if isinstance(value, dict):
+        return {key: masked(item) for key, item in value.items()}
+    return value
 
 
 def print_json(value: Any) -> None:
@@ -53,8 +72,11 @@ def print_json(value: Any) -> None:
 
 
 def print_table(rows: Sequence[tuple[str, ...]]) -> None:
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    for r in rows:
+    """Rows as aligned columns; every cell masked and on one line (stored errors are
+    whatever an actor raised, escape sequences included)."""
+    cells = [tuple(shown(c) for c in r) for r in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(cells[0]))]
+    for r in cells:
         print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
 
 

@@ -6,8 +6,15 @@ import argparse
 from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
-from services.cli.common import find_spec, load_specs, open_engine, print_json, print_table
-from services.redact import redact
+from services.cli.common import (
+    find_spec,
+    load_specs,
+    masked,
+    open_engine,
+    print_json,
+    print_table,
+)
+from services.errors import CronworkError
 from services.settings import Settings
 from services.timeutil import iso
 
@@ -16,17 +23,20 @@ def cmd_next(settings: Settings, args: argparse.Namespace) -> int:
     from services.schedules.triggers import build_trigger
 
     spec = find_spec(settings, args.name)
-    after = datetime.now(UTC)
-    if args.after:
-        after = datetime.fromisoformat(args.after.replace("Z", "+00:00"))
-        if after.tzinfo is None:
-            after = after.replace(tzinfo=ZoneInfo(spec.timezone))
-    trigger = build_trigger(spec)
+    after: datetime = args.after or datetime.now(UTC)
+    if after.tzinfo is None:
+        after = after.replace(tzinfo=ZoneInfo(spec.timezone))
     times: list[datetime] = []
-    t = trigger.get_next_fire_time(None, after)
-    while t is not None and len(times) < args.n:
-        times.append(t)
-        t = trigger.get_next_fire_time(t, t)
+    try:
+        trigger = build_trigger(spec)
+        t = trigger.get_next_fire_time(None, after)
+        while t is not None and len(times) < args.n:
+            times.append(t)
+            t = trigger.get_next_fire_time(t, t)
+    except (OverflowError, ValueError) as exc:
+        # Past year 9999, or a trigger `check` let through: say so, with what was found.
+        if not times:
+            raise CronworkError(f"cannot compute fire times of '{spec.name}': {exc}") from None
     if args.json:
         print_json([iso(t) for t in times])
         return 0
@@ -42,7 +52,7 @@ def cmd_next(settings: Settings, args: argparse.Namespace) -> int:
 def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
     from services.store.views import status
 
-    data = status(open_engine(settings), load_specs(settings), settings.lease_ttl)
+    data = status(open_engine(settings, read_only=True), load_specs(settings), settings.lease_ttl)
     if args.json:
         print_json(data)
         return 0
@@ -53,6 +63,8 @@ def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
         state = (
             "paused" if s["paused"] else ("disabled" if not s["enabled"] else s["next_run"] or "-")
         )
+        if s.get("broken"):
+            state = "broken (see cronwork incidents)"
         last = s["last_fire"] or {}
         dur = last.get("duration_ms")
         rows.append(
@@ -72,7 +84,9 @@ def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
 def cmd_history(settings: Settings, args: argparse.Namespace) -> int:
     from services.store.views import history
 
-    data = history(open_engine(settings), args.schedule, args.limit)
+    # Masked again on the way out: rows stored before a secret was configured (or
+    # before masking by value existed) still hold it.
+    data = masked(history(open_engine(settings, read_only=True), args.schedule, args.limit))
     if args.json:
         print_json(data)
         return 0
@@ -96,9 +110,10 @@ def cmd_history(settings: Settings, args: argparse.Namespace) -> int:
 def cmd_incidents(settings: Settings, args: argparse.Namespace) -> int:
     from services.store.incidents import IncidentStore
 
-    found = IncidentStore(open_engine(settings)).list(include_resolved=args.all, limit=args.limit)
+    store = IncidentStore(open_engine(settings, read_only=True))
+    found = store.list(include_resolved=args.all, limit=args.limit)
     if args.json:
-        print_json([inc.to_json() for inc in found])
+        print_json(masked([inc.to_json() for inc in found]))
         return 0
     if not found:
         print("no open incidents" if not args.all else "no incidents")
@@ -113,7 +128,7 @@ def cmd_incidents(settings: Settings, args: argparse.Namespace) -> int:
                 iso(inc.opened_at) or "-",
                 iso(inc.resolved_at) or "open",
                 str(inc.count),
-                redact(inc.subject or ""),
+                inc.subject or "",
             )
         )
     print_table(rows)

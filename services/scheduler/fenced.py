@@ -22,6 +22,7 @@ from apscheduler.triggers.base import BaseTrigger
 from sqlalchemy import Engine
 
 from services.constants import ON_TIME_GRACE_SECONDS
+from services.scheduler.broken import check_fire_time, describe
 from services.scheduler.catchup import plan_fires
 from services.scheduler.dispatch import Dispatcher
 from services.scheduler.jobstore import ScheduleJobStore
@@ -51,6 +52,7 @@ class FireHandler:
         dispatcher: Dispatcher,
         specs: Mapping[str, ScheduleSpec],
         triggers: Mapping[str, BaseTrigger],
+        on_broken: Callable[[str, str], None] | None = None,
     ) -> None:
         self.engine = engine
         self.fence = fence
@@ -60,6 +62,8 @@ class FireHandler:
         self.triggers = triggers
         self.paused: set[str] = set()
         self.won: list[Fire] = []
+        #: Called with (schedule, error) when a schedule's trigger fails; see plan().
+        self.on_broken = on_broken
 
     def refresh_paused(self) -> None:
         self.paused = paused_names(self.engine)
@@ -67,12 +71,31 @@ class FireHandler:
     def plan(
         self, name: str, next_run_time: datetime, now: datetime
     ) -> tuple[datetime | None, list[FireRequest]]:
-        """The job's next run time (None: remove it) and the fence rows for its due fires."""
+        """The job's next run time (None: remove it) and the fence rows for its due fires.
+
+        A trigger that raises (a value ``check`` let through) costs only its own schedule:
+        its job is removed, it is reported once (``on_broken``), and the tick goes on
+        with the others, instead of failing, and retrying, for every schedule at once.
+        """
         spec = self.specs.get(name)
         trigger = self.triggers.get(name)
-        if spec is None or trigger is None:
+        if spec is None:
             logger.warning("job %s has no schedule any more; removing it", name)
             return None, []
+        if trigger is None:
+            return None, []  # its trigger could not be built: reported then
+        try:
+            return self._plan(spec, trigger, next_run_time, now)
+        except Exception as exc:
+            if self.on_broken is not None:
+                self.on_broken(name, describe(exc))
+            else:
+                logger.error("schedule %s is broken and skipped: %s", name, describe(exc))
+            return None, []
+
+    def _plan(
+        self, spec: ScheduleSpec, trigger: BaseTrigger, next_run_time: datetime, now: datetime
+    ) -> tuple[datetime | None, list[FireRequest]]:
         grace = timedelta(seconds=ON_TIME_GRACE_SECONDS)
         plan = plan_fires(
             trigger,
@@ -82,6 +105,8 @@ class FireHandler:
             window=max(spec.catchup_window, grace),
             grace=grace,
         )
+        for t in (*(t for t, _ in plan.fire), *plan.skipped, *plan.missed, plan.next_run_time):
+            check_fire_time(t)
         if spec.name in self.paused:
             return plan.next_run_time, []  # paused: time moves on, nothing fires
         reqs: list[FireRequest] = [request(spec, t, kind) for t, kind in plan.fire]

@@ -21,6 +21,7 @@ from services import metrics
 from services.liveness import liveness_for
 from services.outages import DATABASE, REDIS, Dependency, dependency_of
 from services.redact import redact
+from services.scheduler.broken import BrokenSchedules
 from services.scheduler.dispatch import Dispatcher
 from services.scheduler.fenced import FencedScheduler, FireHandler
 from services.scheduler.jobstore import ScheduleJobStore
@@ -28,7 +29,6 @@ from services.scheduler.lease import Lease
 from services.scheduler.recovery import Recovery
 from services.scheduler.sync import sync_jobs
 from services.schedules.spec import ScheduleSpec
-from services.schedules.triggers import build_trigger
 from services.settings import Settings
 from services.store.fence import Fence
 from services.store.instances import InstanceRegistry
@@ -85,8 +85,6 @@ class SchedulerService:
         self.stopping = threading.Event()
         self.scheduler: FencedScheduler | None = None
         self.lease_changes = 0
-        #: Triggers are pure: built once from the specs, never stored.
-        self.triggers = {name: build_trigger(spec) for name, spec in specs.items()}
         # The watchdog runs on its own thread, only while this replica leads.
         self.alerter = Alerter.from_settings(settings, specs, lambda: engine)
         self.watchdog = WatchdogRunner(
@@ -187,13 +185,17 @@ class SchedulerService:
             extra={"action": "lease_acquired"},
         )
         self.lease_changes += 1
-        triggers = self.triggers
-        handler = FireHandler(self.engine, self.fence, self.dispatcher, self.specs, triggers)
+        broken = BrokenSchedules(self.alerter)  # one schedule's bad trigger stops only it
+        triggers = broken.triggers(self.specs)
+        handler = FireHandler(
+            self.engine, self.fence, self.dispatcher, self.specs, triggers, on_broken=broken
+        )
         store = ScheduleJobStore(self.engine, triggers)
         scheduler = FencedScheduler(handler, store, may_fire=self.lease.valid)
         try:
             sync_schedule_rows(self.engine, self.specs)
-            sync_jobs(store, self.specs, triggers)
+            sync_jobs(store, self.specs, triggers, on_broken=broken)
+            self._safely(broken.settle, "resolve broken-schedule incidents", DATABASE)
             scheduler.start(paused=True)
             if not self.lease.valid():
                 raise RuntimeError("the lease expired while syncing schedules")

@@ -108,13 +108,17 @@ def schedule_rows(
     out = []
     for spec in specs:
         pause = paused.get(spec.name)
+        broken: str | None = None
+        next_run: datetime | None = None
         if spec.name in next_runs:
             ts = next_runs[spec.name]
             next_run = None if ts is None else datetime.fromtimestamp(ts, UTC)
         elif spec.enabled:
-            next_run = build_trigger(spec).get_next_fire_time(None, now)
-        else:
-            next_run = None
+            try:
+                first = build_trigger(spec).get_next_fire_time(None, now)
+                next_run = first and first.astimezone(UTC)  # year 1 at +05:00 is not in UTC
+            except Exception as exc:  # one schedule's trigger must not fail the whole report
+                broken = f"{type(exc).__name__}: {exc}"
         strip = strips.get(spec.name, [])
         finished = next((f for f in strip if f.started_at and f.finished_at), None)
         newest = strip[0] if strip else None
@@ -133,6 +137,8 @@ def schedule_rows(
                 "paused": pause is not None,
                 "pause": None if pause is None else pause_json(pause),
                 "next_run": iso(next_run) if spec.enabled and pause is None else None,
+                # Why its fire times cannot be computed (services/scheduler/broken.py).
+                "broken": broken,
                 "last_fire": None
                 if newest is None
                 else {

@@ -117,9 +117,13 @@ class FireChecks:
         expected: dict[str, tuple[datetime, ScheduleSpec]] = {}
         for name, spec in self.specs.items():
             row = rows.get(name)
-            if not spec.enabled or row is None or row.paused:
+            trigger = self.triggers.get(name)
+            if not spec.enabled or row is None or row.paused or trigger is None:
                 continue
-            e = last_fire_time(self.triggers[name], now - spec.overdue_grace())
+            try:
+                e = last_fire_time(trigger, now - spec.overdue_grace())
+            except Exception:  # a broken schedule has an incident of its own
+                continue
             # A fire due before the schedule existed here is not owed.
             if e is not None and e >= as_utc(row.created_at):  # type: ignore[operator]
                 expected[name] = (e, spec)

@@ -66,7 +66,14 @@ class Watchdog:
         self.specs = specs
         self.alerter = alerter
         self._report = Report()
-        triggers = {name: build_trigger(spec) for name, spec in specs.items()}
+        # A trigger that cannot be built is a broken schedule (services/scheduler/broken.py
+        # reports it); the overdue check leaves it out rather than failing for everyone.
+        triggers = {}
+        for name, spec in specs.items():
+            try:
+                triggers[name] = build_trigger(spec)
+            except Exception:
+                logger.warning("watchdog: schedule %s has no usable trigger", name)
         lost_after = timedelta(seconds=settings.lost_after_seconds)
         self.attempt_checks = AttemptChecks(engine, specs, liveness, lost_after, self._finding)
         fire_checks = FireChecks(

@@ -57,6 +57,10 @@ class ScheduleRow(BaseModel):
     paused: bool
     pause: Pause | None
     next_run: str | None
+    broken: str | None = Field(
+        description="why its fire times cannot be computed now (it is skipped, with an "
+        "incident), else null"
+    )
     last_fire: LastFire | None
     last_duration_ms: int | None
     strip: list[StripItem] = Field(description="the last outcomes, newest first")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 
 from services.locks import configure as configure_locks
-from services.logs import configure_logging
+from services.logs import configure_logging, configure_redaction
 from services.runtime import engine_for, load_schedule_file, prepare_broker
 from services.settings import Settings
 from services.watch.sentry import init_sentry
@@ -21,6 +21,7 @@ def setup() -> None:
     """Build the tracking broker from CRONWORK_* and import the actors (Dramatiq calls this)."""
     settings = Settings()
     configure_logging(settings)
+    configure_redaction(settings)  # stored errors and alerts mask the configured secrets
     init_sentry(settings, dramatiq=True)  # before the broker: it patches Broker.__init__
     instance_id = settings.instance_id
     if int(os.environ.get(PROCESSES_ENV, "1")) > 1:

@@ -15,7 +15,8 @@ import pytest
 from dramatiq.brokers.stub import StubBroker
 
 from services.errors import ConfigError
-from services.schedules.loader import ScheduleFile, check_actors, load_schedules, parse_schedules
+from services.schedules.actors import check_actors
+from services.schedules.loader import ScheduleFile, load_schedules, parse_schedules
 from services.schedules.spec import ScheduleSpec
 
 FULL = """\
@@ -171,9 +172,18 @@ def test_naive_times_default_to_utc_and_trailing_z_is_utc() -> None:
     assert spec.end is not None and spec.end.utcoffset() == timedelta(0)
 
 
-def test_empty_schedules_is_allowed() -> None:
+def test_an_explicitly_empty_schedules_mapping_is_allowed() -> None:
     assert parse_schedules("schedules: {}\n").schedules == {}
-    assert parse_schedules("imports: []\nschedules:\n").schedules == {}
+    assert parse_schedules("imports: []\nschedules: {}\n").schedules == {}
+
+
+def test_a_file_cut_off_after_schedules_is_refused() -> None:
+    # Accepted on main ("0 schedule(s) OK"); the next deploy then removed every schedule.
+    for text in ("imports: []\nschedules:\n", "schedules:", "schedules: ~\n", "schedules: null\n"):
+        found = problems(text)
+        assert len(found) == 1, found
+        assert "schedules is empty: write 'schedules: {}'" in found[0]
+        assert found[0].startswith("schedules.yaml:")
 
 
 def test_names_may_use_letters_digits_dash_underscore_dot() -> None:
@@ -247,7 +257,10 @@ def test_file_that_is_not_utf8(tmp_path: Path) -> None:
     path.write_bytes(b"schedules: {}\n# \xff\n")
     with pytest.raises(ConfigError) as info:
         load_schedules(path)
-    assert str(info.value) == f"{path}:1: cannot read file: not valid UTF-8"
+    # At the bad byte's own line (main said line 1 whatever the line).
+    assert str(info.value) == (
+        f"{path}:2: cannot read file: not valid UTF-8 (byte 0xff at column 3); save it as UTF-8"
+    )
 
 
 def test_merge_keys_are_refused() -> None:
@@ -611,11 +624,15 @@ def test_kwargs_keys_must_be_strings() -> None:
     ("value", "message"),
     [
         ("[1, .inf]", "args: '.inf' is not a plain JSON number"),
-        ("[!!binary aGVsbG8=]", "args: 'aGVsbG8=' is not plain JSON"),
+        (
+            "[!!binary aGVsbG8=]",
+            "args: YAML tag '!!binary' is not allowed: use plain values, lists and mappings",
+        ),
         ("[{1: x}]", "args: mapping keys must be strings, got 1"),
         (
             "[!!python/name:os.system x]",
-            "args: unsupported YAML tag 'tag:yaml.org,2002:python/name:os.system'",
+            "args: YAML tag '!!python/name:os.system' is not allowed: "
+            "use plain values, lists and mappings",
         ),
     ],
 )

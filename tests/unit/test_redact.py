@@ -5,12 +5,19 @@ from __future__ import annotations
 import io
 import json
 import logging
+import re
+import time
 from collections.abc import Iterator
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from pydantic import SecretStr
 
-from services.logs import JsonFormatter
-from services.redact import MASK, RedactingFilter, redact
+from services import redact as redaction
+from services.logs import JsonFormatter, configure_redaction, secrets_of
+from services.redact import MASK, RedactingFilter, printable, redact, shown
+from services.settings import Settings
 
 PG_PASSWORD = "pg-S3cret-Pw"
 REDIS_PASSWORD = "rd-hunter22"
@@ -148,3 +155,110 @@ def test_filter_keeps_records_and_leaves_clean_ones_alone(
         "INFO cronwork.test_redact: 3 fires for nightly",
         "INFO cronwork.test_redact: 50% done",
     ]
+
+
+# ------------------------------------------------------------- linear time (issue 9.1)
+
+#: The pattern main used: quadratic on long runs of scheme characters.
+_OLD_URL_PASSWORD = re.compile(
+    r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)(?P<user>[^:/@\s]*):(?P<pw>\S+)@"
+)
+
+#: Inputs that made a backtracking pattern slow, each about a megabyte.
+LONG_INPUTS = {
+    "letters": "a" * 1_000_000,
+    "digits": "7" * 1_000_000,
+    "letters then a scheme end": "a" * 1_000_000 + "://",
+    "many schemes": "a://" * 250_000,
+    "many schemes and an @": "ab://c:" * 150_000 + "@",
+    "a long user": "http://" + "a" * 1_000_000 + ":@@",
+    "hex after https": "https://" + "0" * 1_000_000,
+    "dsn-like repeats": ("https://" + "0" * 20 + ":") * 30_000,
+    "slack paths": "hooks.slack.com/services/" * 40_000,
+    "at signs": "@" * 1_000_000,
+}
+
+
+@pytest.mark.parametrize("text", LONG_INPUTS.values(), ids=list(LONG_INPUTS))
+def test_redaction_takes_linear_time_on_long_inputs(text: str) -> None:
+    # main's pattern needed 18 s for an 80,000-character error (the process stood still:
+    # `re` holds the GIL); a megabyte now takes milliseconds.
+    started = time.process_time()
+    redact(text)
+    assert time.process_time() - started < 0.5
+
+
+def test_a_long_error_with_a_url_in_it_is_still_masked() -> None:
+    text = "x" * 500_000 + f" failed: {PG_URL} " + "y" * 500_000
+    out = redact(text)
+    assert_clean(out)
+    assert "db.internal:5432/cronwork" in out
+
+
+@settings(max_examples=400, deadline=None, derandomize=True)
+@given(st.text(alphabet="ab1:/@.+- \n", max_size=30))
+def test_url_passwords_are_masked_exactly_as_the_old_pattern_did(text: str) -> None:
+    old = _OLD_URL_PASSWORD.sub(lambda m: f"{m['scheme']}{m['user']}:{MASK}@", text)
+    assert redact(text) == old
+
+
+# ---------------------------------------------------- configured secrets (issue 9.6)
+
+DSN_KEY = "cw-public-key-7f3a9c"  # not hex: no pattern recognises it
+ODD_DSN = f"http://{DSN_KEY}@sentry.example.com/42"
+
+
+@pytest.fixture
+def configured_secrets() -> Iterator[None]:
+    configured = Settings(
+        database_url=SecretStr(PG_URL),
+        redis_url=SecretStr(REDIS_URL),
+        sentry_dsn=SecretStr(ODD_DSN),
+        slack_webhook_url=SecretStr(SLACK_URL),
+    )
+    configure_redaction(configured)
+    yield
+    redaction.configure(())
+
+
+def test_configured_secrets_are_masked_by_every_redact_call(configured_secrets: None) -> None:
+    error = f"cannot post to {ODD_DSN}; key {DSN_KEY}; pw {PG_PASSWORD}; hook {SLACK_PATH}"
+    out = redact(error)
+    assert DSN_KEY not in out and PG_PASSWORD not in out and "XyZxyZ" not in out
+    assert out.startswith("cannot post to ***; key ***")
+    # Without configuration the odd DSN's key passes every pattern: masking needs the value.
+    redaction.configure(())
+    assert DSN_KEY in redact(error)
+
+
+def test_names_printed_anyway_are_not_masked_where_they_stand_alone() -> None:
+    # docker-compose's defaults: user, password and database are all "cronwork".
+    compose = Settings(
+        database_url=SecretStr("postgresql+psycopg2://cronwork:cronwork@postgres:5432/cronwork"),
+        redis_url=SecretStr("redis://:hunter2-redis@redis:6379/0"),
+    )
+    parts = secrets_of(compose)
+    assert "cronwork" not in parts  # else every log line saying "cronwork" is garbled
+    assert "hunter2-redis" in parts
+    assert redact("postgresql+psycopg2://cronwork:cronwork@postgres/cronwork") == (
+        "postgresql+psycopg2://cronwork:***@postgres/cronwork"
+    )
+
+
+# ------------------------------------------------------- control characters (9.9)
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("\x1b[31mred\x1b[0m", "\\x1b[31mred\\x1b[0m"),
+        ("a\rb\nc\td", "a\\rb\\nc\\td"),
+        ("nul\x00", "nul\\x00"),
+        ("\u009b2J csi", "\\x9b2J csi"),
+        ("bidi \u202eevil", "bidi \\u202eevil"),
+        ("plain: ünïcode ✓", "plain: ünïcode ✓"),
+    ],
+)
+def test_printable_escapes_control_characters(raw: str, expected: str) -> None:
+    assert printable(raw) == expected
+    assert shown(raw) == expected

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -127,3 +128,40 @@ def test_describe_trigger() -> None:
     assert every.describe_trigger() == "every 1h30m"
     at = ScheduleSpec(name="t", actor="t", trigger="at", at=datetime(2026, 6, 1, 8, tzinfo=UTC))
     assert at.describe_trigger() == "at 2026-06-01T08:00:00+00:00"
+
+
+# ------------------------------------------------ from_values (the loader's constructor)
+
+
+def test_from_values_builds_what_the_constructor_builds() -> None:
+    values = {
+        "name": "weekly-digest",
+        "actor": "send_weekly_digest",
+        "trigger": "cron",
+        "cron": "0 8 * * 1",
+        "timezone": "Europe/Berlin",
+        "args": (1, "x"),
+        "jitter": timedelta(seconds=30),
+        "file": "x.yaml",
+        "line": 7,
+    }
+    built, expected = ScheduleSpec.from_values(values), ScheduleSpec(**values)
+    assert built == expected and repr(built) == repr(expected)
+    assert (built.file, built.line) == ("x.yaml", 7)
+    assert hash(built.alerts) == hash(expected.alerts)
+    # Each spec gets its own kwargs dict, as the default_factory gives.
+    assert ScheduleSpec.from_values(values).kwargs is not built.kwargs
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        built.name = "other"  # type: ignore[misc]
+
+
+def test_from_values_refuses_what_the_constructor_refuses() -> None:
+    with pytest.raises(TypeError, match="unexpected ScheduleSpec fields: colour"):
+        ScheduleSpec.from_values({"name": "a", "actor": "b", "trigger": "at", "colour": 1})
+    with pytest.raises(TypeError, match="missing ScheduleSpec fields: actor"):
+        ScheduleSpec.from_values({"name": "a", "trigger": "at"})
+
+
+def test_spec_has_no_post_init_for_from_values_to_skip() -> None:
+    # from_values fills __dict__ directly: a __post_init__ added later would be skipped.
+    assert not hasattr(ScheduleSpec, "__post_init__")
