@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from services.constants import FIRE_OPTION
+from services.constants import FIRE_OPTION, LOCK_OPTION
 from services.schedules.spec import ScheduleSpec
 from services.timeutil import iso
 from services.vocabulary import FireKind
@@ -111,6 +111,8 @@ def build_message(spec: ScheduleSpec, scheduled_for: datetime, kind: FireKind) -
     }
     if spec.time_limit is not None:
         options["time_limit"] = ms(spec.time_limit)
+    if spec.lock is not None:
+        options[LOCK_OPTION] = dict(spec.lock)
     return {
         "queue_name": spec.queue,
         "actor_name": spec.actor,

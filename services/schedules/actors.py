@@ -5,7 +5,8 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING
 
-from services.errors import Problem
+from services.errors import LockOptionsError, Problem
+from services.locks.options import LockOptions
 from services.redact import printable, redact
 from services.schedules.loader import ScheduleFile
 from services.schedules.values import hint
@@ -36,7 +37,7 @@ def check_actors(schedule_file: ScheduleFile, broker: dramatiq.Broker) -> list[P
     declared: list[str] | None = None
     for name, spec in schedule_file.schedules.items():
         try:
-            broker.get_actor(spec.actor)
+            actor = broker.get_actor(spec.actor)
         except ActorNotFound:
             if declared is None:
                 declared = list(broker.get_declared_actors())
@@ -50,6 +51,15 @@ def check_actors(schedule_file: ScheduleFile, broker: dramatiq.Broker) -> list[P
                     f"{hint(spec.actor, declared)}",
                 )
             )
+            continue
+        if spec.lock is not None:
+            # The key's template must name the actor's arguments: refused here, at its
+            # schedule, not at run time on a worker.
+            try:
+                LockOptions.from_mapping(spec.lock).for_function(actor.fn)
+            except LockOptionsError as exc:
+                line = schedule_file.actor_lines.get(name, spec.line)
+                problems.append(Problem(file, line, name, printable(str(exc))))
     return sorted(problems, key=lambda p: p.line)
 
 

@@ -76,6 +76,8 @@ class ScheduleSpec:
     #: What the watchdog does with a fire whose worker died mid-attempt.
     on_lost: OnLost = "resend"
     alerts: AlertPolicy = field(default_factory=AlertPolicy)
+    #: ``lock:`` the job runs under (services/worker/job_locks.py): key, ttl, on_busy...
+    lock: dict[str, Any] | None = None
     #: Where the schedule was declared, for error messages; not part of its identity.
     file: str = field(default="schedules.yaml", compare=False)
     line: int = field(default=0, compare=False)

@@ -19,7 +19,8 @@ from zoneinfo import ZoneInfo, available_timezones
 
 from yaml.nodes import Node, ScalarNode
 
-from services.errors import CronError, DurationError
+from services.errors import CronError, DurationError, LockOptionsError
+from services.locks.options import LockOptions
 from services.redact import printable
 from services.schedules.durations import format_duration, parse_duration
 from services.schedules.limits import EARLIEST_TIME, LATEST_TIME, MAX_DURATION
@@ -65,11 +66,14 @@ SCHEDULE_KEYS: tuple[str, ...] = (
     "kwargs",
     "start",
     "end",
+    "lock",
     *DEFAULTABLE_KEYS,
 )
 OVERLAP_CHOICES: tuple[str, ...] = ("allow", "skip")
 CATCHUP_CHOICES: tuple[str, ...] = ("all", "latest", "none")
 ON_LOST_CHOICES: tuple[str, ...] = ("resend", "abandon")
+#: Keys of a schedule's ``lock:`` mapping (services/locks/options.py).
+LOCK_KEYS: tuple[str, ...] = ("key", "ttl", "on_busy", "timeout", "extend")
 #: Keys of a schedule's ``alerts:`` mapping (services.schedules.spec.AlertPolicy).
 ALERT_KEYS: tuple[str, ...] = (
     "slack",
@@ -286,6 +290,39 @@ def _parse_failure_threshold(node: Node) -> int:
     return n
 
 
+def parse_lock(node: Node) -> dict[str, Any]:
+    """``lock: {key: "sync-{region}", ttl: 10m, on_busy: skip}``: the job runs under it.
+
+    Validated as services/locks/options.py validates every lock, and kept as the plain
+    mapping that travels in the fire's message (the worker takes the lock).
+    """
+    if mapping(node) is None:
+        raise Invalid(
+            f'lock must be a mapping, e.g. {{key: "sync-{{region}}", ttl: 10m}}, got {show(node)}'
+        )
+    values: dict[str, Any] = {}
+    seen: dict[str, int] = {}
+    for key_node, value_node in node.value:
+        key = str(key_node.value) if isinstance(key_node, ScalarNode) else ""
+        if key not in LOCK_KEYS:
+            raise Invalid(f"lock: unknown key '{show_text(key)}'{hint(key, LOCK_KEYS)}", key_node)
+        if key in seen:
+            raise Invalid(f"lock: duplicate key '{key}' (first at line {seen[key]})", key_node)
+        seen[key] = line_of(key_node)
+        values[key] = scalar(value_node)
+    try:
+        options = LockOptions.from_mapping(values)
+    except LockOptionsError as exc:
+        raise Invalid(str(exc) if str(exc).startswith("lock") else f"lock: {exc}") from None
+    return {
+        "key": options.key,
+        "ttl": options.ttl,
+        "on_busy": options.on_busy.value,
+        "timeout": options.timeout,
+        "extend": options.extend,
+    }
+
+
 _ALERT_PARSERS: dict[str, Callable[[Node], Any]] = {
     "slack": parse_bool("alerts: slack"),
     "sentry": parse_bool("alerts: sentry"),
@@ -318,4 +355,5 @@ PARSERS: dict[str, Callable[[Node], Any]] = {
     "grace": parse_duration_node,
     "on_lost": parse_choice("on_lost", ON_LOST_CHOICES),
     "alerts": parse_alerts,
+    "lock": parse_lock,
 }

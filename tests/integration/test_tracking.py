@@ -312,3 +312,30 @@ def test_an_actor_under_a_lock_runs_once_at_a_time_and_a_busy_lock_is_a_skip(
     # Released with the attempt: the same key runs again.
     again = harness.fire(spec("sync-eu-later", "locked_sync", args=("eu",)))
     assert harness.wait_fire(again).status == "succeeded"
+
+
+def test_a_schedule_with_a_lock_skips_a_fire_while_its_previous_one_holds_it(
+    harness: Harness, settings: Settings
+) -> None:
+    from services.locks import configure as configure_locks
+
+    configure_locks(settings)
+    started = threading.Event()
+    release = threading.Event()
+
+    @harness.actor("report_region")
+    def report_region(region: str) -> None:
+        started.set()
+        release.wait(20)
+
+    lock = {"key": "report-{region}", "ttl": 10.0, "on_busy": "skip"}
+    s = spec("regional", "report_region", kwargs={"region": "eu"}, lock=lock)
+    harness.start()
+    first = harness.fire(s)
+    assert started.wait(15)
+    second = harness.fire(s)
+    assert harness.wait_fire(second).status == "skipped"
+    [att] = attempt_rows(harness.engine, second.message_id)
+    assert att.error_message.startswith("lock 'report-eu' is held by ")
+    release.set()
+    assert harness.wait_fire(first).status == "succeeded"
