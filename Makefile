@@ -8,13 +8,18 @@ BIN := $(VENV)/bin
 LOCK := requirements.lock
 DEV_LOCK := requirements-dev.lock
 
-.PHONY: run test lint check install install-dev lock bench clean
+.PHONY: run test test-chaos lint check install install-dev lock bench clean
 
 run: $(VENV)/.installed
 	$(BIN)/cronwork up
 
 test: $(VENV)/.installed-dev
 	$(BIN)/pytest $(PYTEST_ARGS)
+
+# The chaos test alone; CRONWORK_CHAOS_SECONDS (default 70) and CRONWORK_CHAOS_SEED choose
+# how long and which random story.
+test-chaos: $(VENV)/.installed-dev
+	$(BIN)/pytest -q tests/acceptance/test_chaos.py $(PYTEST_ARGS)
 
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check .

@@ -26,6 +26,14 @@ REDIS_SERVER = os.environ.get("CRONWORK_TEST_REDIS", "redis://127.0.0.1:6379/0")
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark every test by its folder: ``-m unit``, ``-m integration``, ``-m acceptance``."""
+    for item in items:
+        folder = item.path.parent.name
+        if folder in ("unit", "integration", "acceptance"):
+            item.add_marker(getattr(pytest.mark, folder))
+
+
 def require(ok: bool, what: str) -> None:
     """Fail under CI, skip loudly elsewhere, when a real server the test needs is missing."""
     if ok:

@@ -27,7 +27,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from tests.conftest import require
-from tests.integration.conftest import wait_for
+from tests.waiting import wait_for
 
 
 def free_port() -> int:
@@ -133,10 +133,12 @@ class ThrowawayPostgres:
 
 
 class ThrowawayRedis:
-    """A private redis-server (no persistence) that a test may SIGKILL and restart."""
+    """A private redis-server that a test may SIGKILL and restart: no persistence unless
+    ``extra_args`` ask for it (later arguments override earlier ones)."""
 
-    def __init__(self, binary: str) -> None:
+    def __init__(self, binary: str, extra_args: tuple[str, ...] = ()) -> None:
         self.binary = binary
+        self.extra_args = extra_args
         self.port = free_port()
         self.root = Path(tempfile.mkdtemp(prefix="cw-fault-redis-"))
         self.proc: subprocess.Popen[bytes] | None = None
@@ -161,11 +163,12 @@ class ThrowawayRedis:
                     "no",
                     "--dir",
                     str(self.root),
+                    *self.extra_args,
                 ],
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )
-        client = redis.Redis(port=self.port, socket_timeout=1, retry=Retry(NoBackoff(), 0))
+        client = self.client()
 
         def up() -> bool:
             assert self.proc is not None
@@ -181,6 +184,14 @@ class ThrowawayRedis:
             wait_for(up, timeout=10, what=f"redis-server on port {self.port}")
         finally:
             client.close()
+
+    def client(self) -> redis.Redis:
+        password = None
+        if "--requirepass" in self.extra_args:
+            password = self.extra_args[self.extra_args.index("--requirepass") + 1]
+        return redis.Redis(
+            port=self.port, password=password, socket_timeout=1, retry=Retry(NoBackoff(), 0)
+        )
 
     def freeze(self) -> None:
         """SIGSTOP: connections are accepted by the kernel but nothing is answered."""

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 from concurrent.futures import ThreadPoolExecutor
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import dramatiq
@@ -102,8 +102,8 @@ class Dispatcher:
             # Read as lost later; the re-send that causes is skipped as a duplicate.
             (dependency_of(exc) or REDIS).failed("record where sent messages sit", exc)
 
-    def resend_pending(self, older_than: float) -> int:
-        batch = self.fence.pending(older_than)
+    def resend_pending(self, older_than: float, now: datetime | None = None) -> int:
+        batch = self.fence.pending(older_than, now=now)
         if batch:
             logger.warning(
                 "re-sending %d fire(s) left pending", len(batch), extra={"action": "resend_pending"}

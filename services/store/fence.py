@@ -122,9 +122,11 @@ class Fence:
                 .values(status=FireStatus.ENQUEUED, enqueued_at=utcnow())
             )
 
-    def pending(self, older_than: float, limit: int = 500) -> list[Fire]:
+    def pending(
+        self, older_than: float, limit: int = 500, now: datetime | None = None
+    ) -> list[Fire]:
         """Rows left pending (a crash or a broker outage between insert and send)."""
-        cutoff = utcnow() - timedelta(seconds=older_than)
+        cutoff = (now or utcnow()) - timedelta(seconds=older_than)
         stmt = (
             select(
                 fires.c.id,

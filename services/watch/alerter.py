@@ -92,6 +92,9 @@ class Alerter:
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
         self.dropped = 0
+        #: What "now" is for the incidents a worker's failure opens or folds (a test may
+        #: move it forward rather than wait).
+        self.clock: Callable[[], datetime] = utcnow
 
     @classmethod
     def from_settings(
@@ -207,7 +210,7 @@ class Alerter:
         outcome = self.store.record(
             IncidentKind.FAILED,
             info.schedule,
-            utcnow(),
+            self.clock(),
             details=info.details(),
             fire_id=info.fire_id,
             subject=f"fire {info.fire_id} attempt {info.attempt}",
@@ -234,9 +237,9 @@ class Alerter:
         if not ok:
             return  # stays owed; the watchdog's redeliver tries again
         if event == "opened":
-            self.store.mark_notified(incident.id, utcnow())
+            self.store.mark_notified(incident.id, self.clock())
         elif event == "recovered":
-            self.store.mark_notified(incident.id, utcnow(), recovery=True)
+            self.store.mark_notified(incident.id, self.clock(), recovery=True)
         logger.info(
             "incident #%d %s %s: %s",
             incident.id,

@@ -9,10 +9,9 @@ import socket
 import subprocess
 import sys
 import textwrap
-import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -122,18 +121,6 @@ def leader_of(client: redis.Redis, prefix: str) -> str | None:
     """The instance id in the scheduler lease under ``prefix``, or None when nobody leads."""
     raw = client.get(f"{prefix}:{LEASE_KEY}")
     return json.loads(raw)["instance_id"] if raw else None
-
-
-def wait_for(
-    predicate: Callable[[], object], timeout: float, what: str, every: float = 0.2
-) -> object:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(every)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 def free_port() -> int:

@@ -15,10 +15,9 @@ from sqlalchemy import select
 
 from services.store.engines import make_engine
 from services.store.tables import fires
-from tests.acceptance.conftest import Cronwork, wait_for
+from tests.acceptance.conftest import Cronwork
 from tests.integration.alert_servers import SentryServer, SlackServer
-
-pytestmark = pytest.mark.acceptance
+from tests.waiting import wait_for
 
 #: Trust auth ignores it; it is here to prove it never reaches a log line.
 DB_PASSWORD = "Sup3rSecretPw"
@@ -69,15 +68,17 @@ def test_always_failing_actor_alerts_once_per_incident_with_sentry_and_crons(
             return [r.message_id for r in rows]
 
     try:
-        wait_for(lambda: len(failed()) >= 3, 60, "three failed fires")
-        wait_for(lambda: len(sentry.items("event")) >= 3, 30, "sentry events")
+        wait_for(lambda: len(failed()) >= 3, timeout=60, what="three failed fires")
+        wait_for(lambda: len(sentry.items("event")) >= 3, timeout=30, what="sentry events")
     finally:
         cronwork.stop(worker)
         cronwork.stop(scheduler)
     done = failed()
 
     # Sentry: one event per failed fire (not per attempt), each with the exception.
-    wait_for(lambda: len(sentry.items("event")) >= len(done), 15, "every failure's event")
+    wait_for(
+        lambda: len(sentry.items("event")) >= len(done), timeout=15, what="every failure's event"
+    )
     events = sentry.items("event")
     assert len(events) == len(done)
     for event in events:

@@ -34,7 +34,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import pytest
 from sqlalchemy import Engine, create_engine, text
 
 from services.schedules.loader import parse_schedules
@@ -45,8 +44,7 @@ from tests.servers import (  # noqa: F401 (fixtures)
     throwaway_pg_fixture,
     throwaway_redis_fixture,
 )
-
-pytestmark = pytest.mark.acceptance
+from tests.waiting import wait_for
 
 CHAOS_SECONDS = float(os.environ.get("CRONWORK_CHAOS_SECONDS", "70"))
 SEED = int(os.environ.get("CRONWORK_CHAOS_SEED", "20261129"))
@@ -220,7 +218,13 @@ def test_chaos(
     engine = create_engine(throwaway_pg.url, pool_pre_ping=True)
     try:
         started = datetime.now(UTC)
-        _wait(lambda: scalar(engine, _SUCCEEDED) >= 5, 60, "the first fires to succeed")
+        wait_for(
+            lambda: scalar(engine, _SUCCEEDED) >= 5,
+            timeout=60,
+            interval=0.5,
+            what="the first fires to succeed",
+            tolerate=(Exception,),  # the database may be restarting: ask again
+        )
         chaos_start = datetime.now(UTC)
         _run_chaos(chaos, throwaway_pg, throwaway_redis, worker_args)
         chaos_end = datetime.now(UTC)
@@ -236,18 +240,6 @@ def test_chaos(
 
 
 _SUCCEEDED = "SELECT count(*) FROM cronwork_fires WHERE status = 'succeeded'"
-
-
-def _wait(check: Any, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if check():
-                return
-        except Exception:  # the database may be restarting: ask again
-            pass
-        time.sleep(0.5)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 def _run_chaos(

@@ -10,8 +10,9 @@ from datetime import UTC, datetime
 import redis
 
 from services.constants import LEASE_KEY
-from tests.acceptance.conftest import Cronwork, wait_for
+from tests.acceptance.conftest import Cronwork
 from tests.conftest import REDIS_SERVER
+from tests.waiting import wait_for
 
 GOOD = """
     imports: [acceptance_actors]
@@ -117,7 +118,7 @@ def test_run_pause_resume_status_history(cronwork: Cronwork) -> None:
         out = cronwork.run("history", "--schedule", name, "--limit", "200", "--json")
         return sum(1 for f in json.loads(out.stdout) if f["status"] == "succeeded")
 
-    wait_for(lambda: succeeded("ticker") >= 2, 30, "ticker fires to succeed")
+    wait_for(lambda: succeeded("ticker") >= 2, timeout=30, what="ticker fires to succeed")
     data = status()
     assert data["leader"]["instance_id"] == "sched-1"
     by_name = {s["name"]: s for s in data["schedules"]}
@@ -132,7 +133,11 @@ def test_run_pause_resume_status_history(cronwork: Cronwork) -> None:
     cronwork.stop(scheduler)
     paused_at = datetime.now(UTC)
     scheduler = cronwork.start("scheduler", name="sched-2")
-    wait_for(lambda: (status()["leader"] or {}).get("instance_id") == "sched-2", 20, "new leader")
+    wait_for(
+        lambda: (status()["leader"] or {}).get("instance_id") == "sched-2",
+        timeout=20,
+        what="new leader",
+    )
     time.sleep(3)  # three ticks of a 1 s schedule, had it not been paused
     out = cronwork.run("history", "--schedule", "ticker", "--limit", "5", "--json")
     newest = datetime.fromisoformat(
@@ -149,8 +154,8 @@ def test_run_pause_resume_status_history(cronwork: Cronwork) -> None:
             f["kind"] == "manual" and f["status"] == "succeeded"
             for f in json.loads(cronwork.run("history", "--schedule", "weekly", "--json").stdout)
         ),
-        30,
-        "the manual fire to succeed",
+        timeout=30,
+        what="the manual fire to succeed",
     )
 
     assert cronwork.run("resume", "ticker").returncode == 0
@@ -163,7 +168,11 @@ def test_run_pause_resume_status_history(cronwork: Cronwork) -> None:
     assert all(e["who"].startswith("cli:") for e in audit)
     assert "noisy in staging" in cronwork.run("audit", "--schedule", "ticker").stdout
     before = succeeded("ticker")
-    wait_for(lambda: succeeded("ticker") >= before + 2, 30, "ticker to fire again after resume")
+    wait_for(
+        lambda: succeeded("ticker") >= before + 2,
+        timeout=30,
+        what="ticker to fire again after resume",
+    )
     cronwork.stop(scheduler, signal.SIGTERM)
     table = cronwork.run("status")
     assert table.returncode == 0 and "ticker" in table.stdout and "every 1s" in table.stdout
@@ -177,7 +186,7 @@ def test_up_with_urls_uses_postgres_and_redis(cronwork: Cronwork, redis_prefix: 
         out = cronwork.run("history", "--schedule", "ticker", "--json")
         return sum(1 for f in json.loads(out.stdout or "[]") if f["status"] == "succeeded")
 
-    wait_for(succeeded, 30, "a fire to succeed through Postgres and Redis")
+    wait_for(succeeded, timeout=30, what="a fire to succeed through Postgres and Redis")
     client = redis.Redis.from_url(REDIS_SERVER)
     holder = json.loads(client.get(f"{redis_prefix}:{LEASE_KEY}") or "{}")
     assert holder.get("instance_id") == "laptop"
@@ -203,7 +212,7 @@ def test_pause_until_resumes_by_itself(cronwork: Cronwork) -> None:
         entries = json.loads(cronwork.run("audit", "--json").stdout or "[]")
         return any(e["action"] == "auto_resume" for e in entries)
 
-    wait_for(auto_resumed, 30, "the pause to run out and be audited")
+    wait_for(auto_resumed, timeout=30, what="the pause to run out and be audited")
     entries = json.loads(cronwork.run("audit", "--schedule", "ticker", "--json").stdout)
     assert (entries[0]["action"], entries[0]["who"]) == ("auto_resume", "cronwork")
     assert [e["action"] for e in entries].count("auto_resume") == 1
@@ -212,7 +221,7 @@ def test_pause_until_resumes_by_itself(cronwork: Cronwork) -> None:
         data = json.loads(cronwork.run("history", "--schedule", "ticker", "--json").stdout)
         return any(f["status"] == "succeeded" for f in data)
 
-    wait_for(fired_after_pause, 30, "ticker to fire again by itself")
+    wait_for(fired_after_pause, timeout=30, what="ticker to fire again by itself")
     status = json.loads(cronwork.run("status", "--json").stdout)
     assert status["schedules"][0]["paused"] is False
 

@@ -20,8 +20,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.acceptance.conftest import wait_for
 from tests.conftest import require
+from tests.waiting import wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 CHROMIUM = Path("/usr/bin/chromium")
@@ -66,8 +66,8 @@ def up(tmp_path: Path) -> Iterator[tuple[str, Path]]:
         try:
             found = wait_for(
                 lambda: LOGIN_URL.search(log_path.read_text(errors="replace")),
-                60,
-                "the printed login URL",
+                timeout=60,
+                what="the printed login URL",
             )
             assert isinstance(found, re.Match)
             yield found.group(0), log_path

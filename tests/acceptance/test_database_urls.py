@@ -11,8 +11,9 @@ import json
 
 import pytest
 
-from tests.acceptance.conftest import TICKER, Cronwork, free_port, get, wait_for
+from tests.acceptance.conftest import TICKER, Cronwork, free_port, get
 from tests.conftest import scratch_database
+from tests.waiting import wait_for
 
 
 @pytest.mark.parametrize("scheme", ["postgresql", "postgres"])
@@ -41,7 +42,7 @@ def test_migrate_scheduler_and_status_with_a_provider_url(cronwork: Cronwork, sc
             (ticker,) = data["schedules"]
             return (data["leader"] or {}).get("instance_id") == name and bool(ticker["last_fire"])
 
-        wait_for(led_and_fired, 30, f"{name} to lead and fire ticker")
+        wait_for(led_and_fired, timeout=30, what=f"{name} to lead and fire ticker")
         assert get(port, "/readyz") == (200, "ok: database ok; redis ok\n")
         table = cronwork.run("status", **env)
         assert table.returncode == 0, table.stderr

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.acceptance.conftest import wait_for
+from tests.waiting import wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -57,7 +57,12 @@ def test_up_with_the_shipped_schedules_shows_succeeded_fires(
 
         # The shipped heartbeat runs every 15 s: a new user sees a success within a minute.
         try:
-            wait_for(heartbeat_succeeded, 60, "the heartbeat schedule to succeed", every=1)
+            wait_for(
+                heartbeat_succeeded,
+                timeout=60,
+                what="the heartbeat schedule to succeed",
+                interval=1,
+            )
         except AssertionError as exc:
             log.flush()
             raise AssertionError(f"{exc}\n{(tmp_path / 'up.log').read_text()[-3000:]}") from None
@@ -104,8 +109,8 @@ def test_manual_trigger_reaches_the_running_embedded_process(
             lambda: json.loads(cli(tmp_path, embedded_env, "status", "--json").stdout or "{}").get(
                 "leader"
             ),
-            30,
-            "cronwork up to lead",
+            timeout=30,
+            what="cronwork up to lead",
         )
         out = cli(tmp_path, embedded_env, "trigger", "hello")
         assert out.returncode == 0, out.stderr
@@ -114,7 +119,7 @@ def test_manual_trigger_reaches_the_running_embedded_process(
             data = json.loads(cli(tmp_path, embedded_env, "history", "--json").stdout)
             return data if data and data[0]["status"] == "succeeded" else None
 
-        fires = wait_for(done, 30, "the manual fire to succeed")
+        fires = wait_for(done, timeout=30, what="the manual fire to succeed")
         assert isinstance(fires, list) and fires[0]["kind"] == "manual"
     finally:
         proc.terminate()

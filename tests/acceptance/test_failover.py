@@ -14,8 +14,9 @@ from datetime import timedelta
 import redis
 from sqlalchemy import create_engine, text
 
-from tests.acceptance.conftest import Cronwork, leader_of, wait_for
+from tests.acceptance.conftest import Cronwork, leader_of
 from tests.conftest import REDIS_SERVER
+from tests.waiting import wait_for
 
 SCHEDULES = """
     imports: [acceptance_actors]
@@ -47,23 +48,27 @@ def test_leader_killed_twice_every_second_fires_once(cronwork: Cronwork, redis_p
 
     killed: list[str] = []
     for _ in range(2):
-        leader = wait_for(lambda: leader_of(client, redis_prefix), 20, "a leader")
+        leader = wait_for(lambda: leader_of(client, redis_prefix), timeout=20, what="a leader")
         assert isinstance(leader, str) and leader in schedulers
         before = succeeded()
-        wait_for(lambda b=before: succeeded() >= b + 4, 30, "fires to succeed under this leader")
+        wait_for(
+            lambda b=before: succeeded() >= b + 4,
+            timeout=30,
+            what="fires to succeed under this leader",
+        )
         schedulers[leader].send_signal(signal.SIGKILL)
         schedulers[leader].wait(10)
         killed.append(leader)
         # The dead leader's lease expires (ttl 2 s) and a standby takes over.
         wait_for(
             lambda dead=leader: leader_of(client, redis_prefix) not in (None, dead),
-            20,
-            "a standby to take the lease",
+            timeout=20,
+            what="a standby to take the lease",
         )
     survivor = leader_of(client, redis_prefix)
     assert survivor not in killed
     before = succeeded()
-    wait_for(lambda: succeeded() >= before + 3, 30, "fires under the last leader")
+    wait_for(lambda: succeeded() >= before + 3, timeout=30, what="fires under the last leader")
     for name, proc in schedulers.items():
         if name not in killed:
             cronwork.stop(proc)  # SIGTERM: releases the lease
@@ -78,7 +83,7 @@ def test_leader_killed_twice_every_second_fires_once(cronwork: Cronwork, redis_p
                 )
             ).scalar_one()
 
-    wait_for(settled, 30, "all fires to finish")
+    wait_for(settled, timeout=30, what="all fires to finish")
     cronwork.stop(worker)
 
     with engine.connect() as conn:

@@ -17,8 +17,9 @@ import redis
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import create_engine, text
 
-from tests.acceptance.conftest import Cronwork, free_port, get, leader_of, wait_for
+from tests.acceptance.conftest import Cronwork, free_port, get, leader_of
 from tests.conftest import REDIS_SERVER
+from tests.waiting import wait_for
 
 SCHEDULES = """
     imports: [acceptance_actors]
@@ -62,7 +63,11 @@ def test_scheduler_and_worker_probes_and_worker_check(cronwork: Cronwork, tmp_pa
     cronwork.start("scheduler", name="sched", CRONWORK_HTTP_PORT=str(sport))
 
     for port, what in ((sport, "scheduler"), (wport, "worker")):
-        wait_for(partial(lambda p: get(p, "/healthz")[0] == 200, port), 30, f"{what} /healthz")
+        wait_for(
+            partial(lambda p: get(p, "/healthz")[0] == 200, port),
+            timeout=30,
+            what=f"{what} /healthz",
+        )
         status, body = get(port, "/readyz")
         assert (status, body) == (200, "ok: database ok; redis ok\n"), what
 
@@ -72,8 +77,8 @@ def test_scheduler_and_worker_probes_and_worker_check(cronwork: Cronwork, tmp_pa
     # The scheduler counts its fires; the worker's parent aggregates its two children.
     wait_for(
         lambda: fired(sport, "cronwork_fires_total", schedule="every-second", outcome="won") >= 2,
-        20,
-        "the scheduler's fire counter",
+        timeout=20,
+        what="the scheduler's fire counter",
     )
     assert fired(sport, "cronwork_scheduler_leader") == 1.0
     wait_for(
@@ -81,8 +86,8 @@ def test_scheduler_and_worker_probes_and_worker_check(cronwork: Cronwork, tmp_pa
             fired(wport, "cronwork_attempts_total", schedule="every-second", status="succeeded")
             >= 2
         ),
-        20,
-        "the worker's attempt counter",
+        timeout=20,
+        what="the worker's attempt counter",
     )
     body = get(wport, "/metrics")[1]
     assert sample(body, "cronwork_attempt_duration_seconds_count", schedule="every-second") >= 2
@@ -104,7 +109,9 @@ def test_scheduler_and_worker_probes_and_worker_check(cronwork: Cronwork, tmp_pa
 
     # Heartbeat interval 1 s (the fixture): stale after 3 s.
     started = time.monotonic()
-    wait_for(stale, 10, "`worker --check` to fail after the worker stopped", every=0.5)
+    wait_for(
+        stale, timeout=10, what="`worker --check` to fail after the worker stopped", interval=0.5
+    )
     assert time.monotonic() - started < 8
     out = cronwork.run("worker", "--check", CRONWORK_HEARTBEAT_FILE=beat).stdout
     assert "old" in out and "limit 3s" in out
@@ -121,14 +128,17 @@ def test_sigterm_to_leader_hands_over_at_once(cronwork: Cronwork, redis_prefix: 
         name: cronwork.start("scheduler", name=name, CRONWORK_LEASE_TTL="30")
         for name in ("sched-a", "sched-b")
     }
-    leader = wait_for(lambda: leader_of(client, redis_prefix), 30, "a leader")
+    leader = wait_for(lambda: leader_of(client, redis_prefix), timeout=30, what="a leader")
     assert isinstance(leader, str)
     time.sleep(1.0)  # both up: the standby polls the lease
     standby = next(n for n in procs if n != leader)
     procs[leader].send_signal(signal.SIGTERM)
     sent = time.monotonic()
     wait_for(
-        lambda: leader_of(client, redis_prefix) == standby, 5, "the standby to lead", every=0.02
+        lambda: leader_of(client, redis_prefix) == standby,
+        timeout=5,
+        what="the standby to lead",
+        interval=0.02,
     )
     took = time.monotonic() - sent
     assert took < 1.5, f"takeover took {took:.2f}s"
@@ -159,13 +169,19 @@ def test_sigterm_to_worker_finishes_in_flight_and_takes_no_more(
         name="worker",
         CRONWORK_HEARTBEAT_FILE=str(tmp_path / "hb"),
     )
-    wait_for(lambda: (tmp_path / "hb").exists(), 30, "the worker to boot")
+    wait_for(lambda: (tmp_path / "hb").exists(), timeout=30, what="the worker to boot")
     first = cronwork.run("trigger", "slow-job")
     assert first.returncode == 0, first.stderr
-    wait_for(lambda: [s for _, s in fires()] == ["running"], 20, "the slow fire to start")
+    wait_for(
+        lambda: [s for _, s in fires()] == ["running"], timeout=20, what="the slow fire to start"
+    )
 
     worker.send_signal(signal.SIGTERM)
-    wait_for(lambda: "Stopping worker process" in cronwork.log("worker"), 10, "the stop to begin")
+    wait_for(
+        lambda: "Stopping worker process" in cronwork.log("worker"),
+        timeout=10,
+        what="the stop to begin",
+    )
     time.sleep(0.2)
     # Sent after the stop began: this one must wait for the next worker.
     second = cronwork.run("trigger", "slow-job")

@@ -18,8 +18,9 @@ from pathlib import Path
 
 import redis
 
-from tests.acceptance.conftest import TICKER, Cronwork, get, leader_of, wait_for
+from tests.acceptance.conftest import TICKER, Cronwork, get, leader_of
 from tests.conftest import REDIS_SERVER
+from tests.waiting import wait_for
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 #: ``VAR=value ... .venv/bin/cronwork scheduler [args]`` up to a ``#`` comment.
@@ -72,9 +73,9 @@ def test_two_schedulers_on_one_host_as_the_readme_shows(
 
     # Terminal 1, then terminal 2: both run, one leads, one stands by.
     first = cronwork.start(*args_1, name="terminal-1", **env_1)
-    wait_for(lambda: healthz(port_1) == "ok: leading", 30, "terminal 1 to lead")
+    wait_for(lambda: healthz(port_1) == "ok: leading", timeout=30, what="terminal 1 to lead")
     second = cronwork.start(*args_2, name="terminal-2", **env_2)
-    wait_for(lambda: healthz(port_2) == "ok: standby", 30, "terminal 2 to stand by")
+    wait_for(lambda: healthz(port_2) == "ok: standby", timeout=30, what="terminal 2 to stand by")
     assert first.poll() is None and second.poll() is None
     assert leader_of(client, redis_prefix) == "terminal-1"
     status = cronwork.run("status", "--json")
@@ -93,6 +94,6 @@ def test_two_schedulers_on_one_host_as_the_readme_shows(
     # Ctrl-C in terminal 1: terminal 2 leads.
     cronwork.stop(first, signal.SIGINT)
     assert first.returncode == 0, cronwork.log("terminal-1")
-    wait_for(lambda: healthz(port_2) == "ok: leading", 10, "terminal 2 to take over")
+    wait_for(lambda: healthz(port_2) == "ok: leading", timeout=10, what="terminal 2 to take over")
     assert leader_of(client, redis_prefix) == "terminal-2"
     assert second.poll() is None

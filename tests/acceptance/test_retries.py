@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 
-from tests.acceptance.conftest import Cronwork, wait_for
+from tests.acceptance.conftest import Cronwork
+from tests.waiting import wait_for
 
 SCHEDULES = """
     imports: [acceptance_actors]
@@ -32,7 +33,7 @@ def test_failing_actor_is_retried_and_every_attempt_recorded(cronwork: Cronwork)
         data = json.loads(out.stdout)
         return data if data and data[0]["status"] == "failed" else None
 
-    history = wait_for(final, 60, "the fire to fail for good", every=0.5)
+    history = wait_for(final, timeout=60, what="the fire to fail for good", interval=0.5)
     assert isinstance(history, list)
     fire = history[0]
     assert fire["schedule"] == "charge"

@@ -8,9 +8,10 @@ import urllib.error
 import urllib.request
 from typing import Any
 
-from tests.acceptance.conftest import Cronwork, wait_for
+from tests.acceptance.conftest import Cronwork
 from tests.acceptance.test_cli import GOOD
 from tests.acceptance.test_probes import free_port
+from tests.waiting import wait_for
 
 TOKEN = "k8s-secret-admin-token"
 
@@ -45,10 +46,14 @@ def test_scheduler_and_web_serve_the_dashboard_and_the_worker_does_not(
     cronwork.start("web", name="web", CRONWORK_HTTP_PORT=str(webport), **env)
 
     for port in (sport, webport):
-        wait_for(lambda p=port: call(p, "/healthz", token="")[0] == 200, 30, f"port {port}")
+        wait_for(
+            lambda p=port: call(p, "/healthz", token="")[0] == 200, timeout=30, what=f"port {port}"
+        )
         assert call(port, "/api/schedules", token="")[0] == 401
         assert call(port, "/api/schedules", token="wrong")[0] == 401
-    wait_for(lambda: call(wport, "/healthz", token="")[0] == 200, 30, "the worker's port")
+    wait_for(
+        lambda: call(wport, "/healthz", token="")[0] == 200, timeout=30, what="the worker's port"
+    )
     assert call(wport, "/api/schedules")[0] == 404  # probes and metrics only
 
     def ticker_ran() -> bool:
@@ -57,7 +62,7 @@ def test_scheduler_and_web_serve_the_dashboard_and_the_worker_does_not(
             s["status"] == "succeeded" for s in page["schedules"][0]["strip"]
         )
 
-    wait_for(ticker_ran, 30, "cronwork web to show ticker's fires")
+    wait_for(ticker_ran, timeout=30, what="cronwork web to show ticker's fires")
     # `cronwork web` sends a manual fire itself (Redis is configured) and audits it.
     status, fire = call(webport, "/api/schedules/weekly/trigger", "POST", {"reason": "k8s"})
     assert status == 201 and fire["enqueued"] is True, fire
@@ -65,7 +70,7 @@ def test_scheduler_and_web_serve_the_dashboard_and_the_worker_does_not(
     def succeeded() -> bool:
         return call(sport, f"/api/fires/{fire['fire_id']}")[1]["fire"]["status"] == "succeeded"
 
-    wait_for(succeeded, 30, "the manual fire to run")
+    wait_for(succeeded, timeout=30, what="the manual fire to run")
     status, audit = call(sport, "/api/audit")
     assert status == 200
     assert [(e["action"], e["who"], e["reason"]) for e in audit] == [

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
 
@@ -43,20 +42,6 @@ def spec(name: str = "tick", actor: str = "tick_actor", **kw: Any) -> ScheduleSp
     }
     values.update(kw)
     return ScheduleSpec(name=name, actor=actor, **values)
-
-
-def wait_for(
-    check: Callable[[], Any], *, timeout: float = 10.0, interval: float = 0.05, what: str = ""
-) -> Any:
-    """Poll ``check`` until it returns something truthy; fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout}s waiting for {what or check}")
-        time.sleep(interval)
 
 
 def fire_rows(engine: Engine, schedule: str | None = None) -> list[Any]:

@@ -26,8 +26,6 @@ from services.timeutil import utcnow
 from services.vocabulary import AttemptStatus, FireKind, FireStatus
 from tests.integration.conftest import spec
 
-pytestmark = pytest.mark.integration
-
 LOST_AFTER = 5.0
 
 

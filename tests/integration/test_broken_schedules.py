@@ -32,7 +32,8 @@ from services.store.incidents import IncidentStore
 from services.store.views import status
 from services.vocabulary import IncidentKind
 from services.watch.alerter import Alerter
-from tests.integration.conftest import fire_rows, make_settings, spec, wait_for
+from tests.integration.conftest import fire_rows, make_settings, spec
+from tests.waiting import wait_for
 
 #: Fails at sync: its next fire time is past year 9999.
 HUGE = spec("huge", every=timedelta(days=3_000_000))

@@ -22,15 +22,14 @@ from sqlalchemy import Engine
 from services.settings import Settings
 from services.store.engines import make_engine
 from tests.conftest import REDIS_SERVER
-from tests.integration.conftest import attempt_rows, fire_rows, spec, wait_for
+from tests.integration.conftest import attempt_rows, fire_rows, spec
 from tests.integration.worker_harness import (  # noqa: F401 (fixtures)
     Harness,
     harness_factory_fixture,
     harness_fixture,
 )
 from tests.proxy import TcpProxy
-
-pytestmark = pytest.mark.integration
+from tests.waiting import wait_for
 
 
 @pytest.fixture

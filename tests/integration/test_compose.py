@@ -16,11 +16,15 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import dramatiq
 import pytest
 import yaml
 from sqlalchemy import make_url
 
+from services.broker import dramatiq_namespace, sender_broker
+from services.settings import Settings
 from services.store.engines import normalize_database_url
+from tests.servers import ThrowawayRedis, throwaway_redis_fixture  # noqa: F401
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "docker-compose.yml"
@@ -87,7 +91,7 @@ def test_services_and_dependencies(compose: dict[str, Any]) -> None:
 
 def test_cronwork_services_share_the_anchor_and_mount_schedules(compose: dict[str, Any]) -> None:
     anchor = compose["x-cronwork"]
-    assert anchor["build"] == "." or anchor["build"]["context"] == "."
+    assert anchor["build"] == {"context": "."}
     for name in ("migrate", "scheduler", "worker"):
         svc = compose["services"][name]
         assert svc["environment"] == anchor["environment"], name
@@ -235,3 +239,60 @@ def test_dockerignore_keeps_local_state_out() -> None:
     needed = {"services", "actors", "migrations", "pyproject.toml", "requirements.lock"}
     assert not needed & ignored
     assert "schedules.yaml" not in ignored
+
+
+def _redis_flags(compose: dict[str, Any]) -> tuple[str, ...]:
+    """The compose file's redis-server flags, with `${VAR:-default}` resolved to the default."""
+    command = compose["services"]["redis"]["command"]
+    assert command[0] == "redis-server"
+    return tuple(INTERPOLATION.sub(lambda m: m.group("default") or "", arg) for arg in command[1:])
+
+
+def test_compose_redis_keeps_queued_and_delayed_messages_through_a_kill(
+    compose: dict[str, Any], throwaway_redis: ThrowawayRedis
+) -> None:
+    """The compose file's own Redis flags, on a real redis-server: a queued message and a
+    delayed retry are still there after SIGKILL and restart (append-only file), and
+    eviction is off. The same server without those flags comes back empty, so the check
+    can fail."""
+    flags = _redis_flags(compose)
+    server = ThrowawayRedis(throwaway_redis.binary, extra_args=flags)
+    try:
+        server.start()
+        password = flags[flags.index("--requirepass") + 1]
+        url = f"redis://:{password}@127.0.0.1:{server.port}/0"
+        settings = Settings(redis_url=url, redis_prefix="compose-aof", instance_id="t")
+        broker = sender_broker(settings)
+        broker.declare_queue("default")
+        now = dramatiq.Message(queue_name="default", actor_name="a", args=(), kwargs={}, options={})
+        later = now.copy(message_id="delayed-one")
+        broker.enqueue(now)
+        broker.enqueue(later, delay=3_600_000)
+        client = server.client()
+        assert client.config_get("maxmemory-policy") == {"maxmemory-policy": "noeviction"}
+        queued = f"{dramatiq_namespace(settings)}:default.msgs"
+        delayed = f"{dramatiq_namespace(settings)}:default.DQ.msgs"
+
+        def ids(key: str) -> set[str]:
+            # The broker's hash is keyed by its own redis_message_id; the body has ours.
+            return {json.loads(body)["message_id"] for body in client.hvals(key)}
+
+        assert ids(queued) == {now.message_id}
+        assert ids(delayed) == {later.message_id}
+        client.close()
+        broker.close()
+
+        server.kill()
+        server.start()
+        client = server.client()
+        assert ids(queued) == {now.message_id}, "the queued message is gone"
+        assert ids(delayed) == {later.message_id}, "the delayed retry is gone"
+        client.close()
+    finally:
+        server.destroy()
+
+    # The control: without the compose flags the same restart loses both.
+    throwaway_redis.client().hset("compose-aof-control", "k", "v")
+    throwaway_redis.kill()
+    throwaway_redis.start()
+    assert not throwaway_redis.client().exists("compose-aof-control")

@@ -28,8 +28,6 @@ from tests.integration.dashboard_support import (
     specs,
 )
 
-pytestmark = pytest.mark.integration
-
 
 @pytest.fixture(params=["postgres", "sqlite"])
 def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:

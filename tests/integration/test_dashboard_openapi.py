@@ -25,8 +25,6 @@ from services.web.dashboard import Dashboard
 from tests.conftest import scratch_database
 from tests.integration.dashboard_support import ADMIN, READONLY, Site, specs
 
-pytestmark = pytest.mark.integration
-
 SETTINGS = Settings(dashboard_token=ADMIN, dashboard_readonly_token=READONLY)  # type: ignore[arg-type]
 #: The app is built at import so schemathesis can read its document while collecting;
 #: the module fixture below gives it a real database before any case runs.

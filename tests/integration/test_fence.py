@@ -22,6 +22,7 @@ from services.settings import Settings
 from services.store.engines import make_engine
 from services.store.fence import Fence, Fire, request
 from services.store.tables import fires
+from services.timeutil import utcnow
 from tests.integration.conftest import DEAD_REDIS, fire_rows, make_settings, spec
 
 T0 = datetime(2026, 1, 5, 8, 0, tzinfo=UTC)
@@ -169,9 +170,8 @@ def test_pending_finds_rows_left_pending(engine: Engine) -> None:
     fence = Fence(engine, "a")
     won = fence.claim([request(spec(), t, "scheduled") for t in times(3)])
     assert fence.pending(older_than=60) == []  # too young to count as left behind
-    time.sleep(0.05)
     fence.mark_enqueued([won[0].id])
-    left = fence.pending(older_than=0.01)
+    left = fence.pending(older_than=60, now=utcnow() + timedelta(seconds=61))
     assert [f.id for f in left] == [won[1].id, won[2].id]
     assert left[0].message_id == won[1].message_id
     assert left[0].message == won[1].message
@@ -232,9 +232,9 @@ def test_send_with_redis_down_leaves_rows_pending_then_resend_sends_them(
     assert set(statuses(engine).values()) == {"pending"}
     assert _queued_ids(redis_client, settings) == []
 
-    time.sleep(0.05)
     good = Dispatcher(send_broker, fence)
-    assert good.resend_pending(older_than=0.01) == 3
+    assert good.resend_pending(older_than=60) == 0  # too young: a send may be under way
+    assert good.resend_pending(older_than=60, now=utcnow() + timedelta(seconds=61)) == 3
     assert set(statuses(engine).values()) == {"enqueued"}
     assert sorted(_queued_ids(redis_client, settings)) == sorted(f.message_id for f in won)
     # Nothing is left to re-send.

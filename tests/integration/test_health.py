@@ -30,7 +30,8 @@ from services.settings import Settings
 from services.store.engines import make_engine
 from services.store.fence import Fence, request
 from services.web.health import HealthServer, Readiness
-from tests.integration.conftest import DEAD_REDIS, fire_rows, make_settings, spec, wait_for
+from tests.integration.conftest import DEAD_REDIS, fire_rows, make_settings, spec
+from tests.waiting import wait_for
 
 
 def get(url: str) -> tuple[int, str]:

@@ -30,7 +30,8 @@ from services.store.migrate import upgrade
 from services.store.tables import apscheduler_jobs
 from services.timeutil import as_utc
 from tests.conftest import scratch_database
-from tests.integration.conftest import fire_rows, wait_for
+from tests.integration.conftest import fire_rows
+from tests.waiting import wait_for
 
 FIXTURE = json.loads(
     (Path(__file__).resolve().parents[1] / "fixtures" / "jobstore_0_1_0.json").read_text()

@@ -8,7 +8,7 @@ import redis
 
 from services.constants import LEASE_KEY
 from services.scheduler.lease import RedisLease
-from tests.integration.conftest import wait_for
+from tests.waiting import wait_for
 
 
 def leases(client: redis.Redis, prefix: str, ttl: float = 5.0) -> tuple[RedisLease, RedisLease]:

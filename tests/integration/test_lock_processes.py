@@ -21,9 +21,7 @@ from services.errors import LockBusy
 from services.locks import Lock
 from services.locks.config import _reset, configure
 from tests.conftest import REDIS_SERVER
-from tests.integration.conftest import wait_for
-
-pytestmark = pytest.mark.integration
+from tests.waiting import wait_for
 
 HOLDER = Path(__file__).with_name("lock_holder.py")
 #: Each process starting Python and importing cronwork may take seconds on a busy machine.

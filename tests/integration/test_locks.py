@@ -24,9 +24,7 @@ from services.locks import Lock, locked
 from services.locks.backends import Backend, LocalBackend, RedisBackend
 from services.locks.config import _reset, configure, current_backend
 from tests.conftest import REDIS_SERVER
-from tests.integration.conftest import wait_for
-
-pytestmark = pytest.mark.integration
+from tests.waiting import wait_for
 
 #: Bound on anything that should happen "at once" or "within a TTL" here: generous, because
 #: other test runs share the machine's two cores.

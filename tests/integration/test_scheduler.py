@@ -31,7 +31,8 @@ from services.schedules.triggers import build_trigger
 from services.settings import Settings
 from services.store.engines import make_engine
 from services.store.fence import Fence, FireRequest, request
-from tests.integration.conftest import fire_rows, make_settings, spec, wait_for
+from tests.integration.conftest import fire_rows, make_settings, spec
+from tests.waiting import wait_for
 
 
 class Rig:

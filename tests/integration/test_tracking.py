@@ -17,12 +17,13 @@ import redis
 from services.context import FireInfo, current_fire
 from services.settings import Settings
 from services.store.schedule_rows import sync_schedule_rows
-from tests.integration.conftest import attempt_rows, fire_rows, spec, wait_for
+from tests.integration.conftest import attempt_rows, fire_rows, spec
 from tests.integration.worker_harness import (  # noqa: F401 (fixtures)
     Harness,
     harness_factory_fixture,
     harness_fixture,
 )
+from tests.waiting import wait_for
 
 
 def msgs_left(client: redis.Redis, settings: Settings, queue: str = "default") -> int:

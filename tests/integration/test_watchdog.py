@@ -38,11 +38,10 @@ from services.watch.fire_checks import last_fire_time
 from services.watch.watchdog import Watchdog
 from services.worker.broker import worker_broker
 from tests.integration.alert_servers import SlackServer, slack_server_fixture  # noqa: F401
-from tests.integration.conftest import DEAD_REDIS, attempt_rows, make_settings, spec, wait_for
+from tests.integration.conftest import DEAD_REDIS, attempt_rows, make_settings, spec
 from tests.integration.worker_harness import Harness
 from tests.proxy import TcpProxy
-
-pytestmark = pytest.mark.integration
+from tests.waiting import wait_for
 
 
 class Dog:
@@ -133,11 +132,10 @@ def test_stuck_attempt_is_found_and_resolves_when_it_ends(
         fire = h.fire(s)
         h.wait_fire(fire, ("running",))
         assert dog.check().found == set()  # not yet past max_runtime
-        time.sleep(1.2)
-        report = dog.check()
+        report = dog.check(utcnow() + timedelta(seconds=1.2))
         assert ("stuck", "hanging") in report.found
         assert not any(k == "lost" for k, _ in report.found)  # its worker is alive
-        dog.check()  # seen again: still one incident, one message
+        dog.check(utcnow() + timedelta(seconds=1.3))  # seen again: one incident, one message
         [inc] = dog.incidents("stuck")
         assert inc.fire_id == fire.id and inc.count == 1
         assert len(dog.texts()) == 1 and "hanging has a stuck run" in dog.texts()[0]

@@ -20,7 +20,8 @@ from services.store.engines import make_engine
 from services.store.fence import Fence, Fire, request
 from services.vocabulary import FireKind
 from services.worker.broker import worker_broker
-from tests.integration.conftest import fire_rows, wait_for
+from tests.integration.conftest import fire_rows
+from tests.waiting import wait_for
 
 T0 = datetime(2026, 1, 5, 8, 0, tzinfo=UTC)
 FINAL = ("succeeded", "failed", "timed_out", "skipped")
