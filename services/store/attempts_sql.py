@@ -1,10 +1,12 @@
 """The worker's hot-path SQL on Postgres: claims and outcomes, many in one statement.
 
 One statement per batch of services/store/group_commit.py, prepared once per connection
-(``PREPARE``), executed in autocommit (one round trip, one commit) with one array per
-column (``unnest``). The rules are those of services/store/attempts.py, which states them
-and decides every case this statement leaves open. A batch never holds two writes about
-one message: a fire is touched once per statement.
+(``PREPARE``), executed in autocommit (one round trip, one commit). The batch's claims
+and outcomes come as two JSON arrays of objects (``json_to_recordset``), written by
+group_commit's ``_claim_row`` and ``_outcome_row`` with the keys named here; timestamps
+as microseconds since the epoch. The rules are those of services/store/attempts.py,
+which states them and decides every case this statement leaves open. A batch never holds
+two writes about one message: a fire is touched once per statement.
 """
 
 from __future__ import annotations
@@ -13,23 +15,12 @@ from services.vocabulary import FINAL_FIRE_STATUSES, AttemptStatus, FireStatus
 
 _SKIPPED = AttemptStatus.SKIPPED.value
 
-#: A claim's columns, in order.
-CLAIM_COLUMNS = ("message_id", "attempt", "schedule", "started_at", "instance_id")
-#: An outcome's columns, in order.
-OUTCOME_COLUMNS = (
-    "message_id",
-    "attempt_id",
-    "attempt",
-    "status",
-    "fire_status",
-    "finished_at",
-    "fire_finished_at",
-    "duration_ms",
-    "error_type",
-    "error_message",
-    "traceback",
-    "result",
-)
+
+def _at(micros: str) -> str:
+    """SQL for the timestamp ``micros`` microseconds after the epoch: exact, and cheaper
+    for both sides than timestamps as text."""
+    return f"(timestamptz 'epoch' + {micros} * interval '1 microsecond')"
+
 
 #: Outcomes first: each attempt row gets its outcome, and its fire follows only while
 #: that attempt is the fire's newest and the fire has no outcome yet (a late result never
@@ -38,21 +29,19 @@ OUTCOME_COLUMNS = (
 #: already has a row, mark the fire running. Returns (message id, attempt, attempt id,
 #: fire id) of the claims won.
 PREPARE = f"""
-PREPARE cronwork_batch(
-    text[], int[], text[], timestamptz[], text[],
-    bigint[], int[], text[], text[], timestamptz[], timestamptz[], int[], text[], text[],
-    text[], text[],
-    text[], text, text
-) AS
+PREPARE cronwork_batch(json, json, text[], text, text) AS
 WITH o AS (
-    SELECT * FROM unnest($6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)
-        AS i(attempt_id, attempt, status, fire_status, finished_at, fire_finished_at,
-             duration_ms, error_type, error_message, traceback, result)
+    SELECT i.aid AS attempt_id, i.n AS attempt, i.st AS status, i.fst AS fire_status,
+           {_at("i.t")} AS finished_at, {_at("i.ft")} AS fire_finished_at,
+           i.ms AS duration_ms, i.et AS error_type, i.em AS error_message,
+           i.tb AS traceback, i.r AS result
+    FROM json_to_recordset($2) AS i(aid bigint, n int, st text, fst text, t bigint,
+                                    ft bigint, ms int, et text, em text, tb text, r jsonb)
 ), o_attempt AS (
     UPDATE cronwork_attempts AS att
     SET status = o.status, finished_at = o.finished_at, duration_ms = o.duration_ms,
         error_type = o.error_type, error_message = o.error_message,
-        traceback = o.traceback, result = o.result::jsonb
+        traceback = o.traceback, result = o.result
     FROM o WHERE att.id = o.attempt_id
     RETURNING att.fire_id, o.*
 ), o_fire AS (
@@ -60,32 +49,33 @@ WITH o AS (
     SET status = a.fire_status, finished_at = a.fire_finished_at, error = a.error_message,
         error_type = a.error_type, updated_at = a.finished_at
     FROM o_attempt AS a
-    WHERE fire.id = a.fire_id AND fire.attempts = a.attempt + 1 AND fire.status <> ALL($17)
+    WHERE fire.id = a.fire_id AND fire.attempts = a.attempt + 1 AND fire.status <> ALL($3)
 ), c AS (
-    SELECT * FROM unnest($1, $2, $3, $4, $5)
-        AS i(message_id, attempt, schedule, started_at, instance_id)
+    SELECT i.m AS message_id, i.n AS attempt, i.s AS schedule,
+           {_at("i.t")} AS started_at, i.w AS instance_id
+    FROM json_to_recordset($1) AS i(m text, n int, s text, t bigint, w text)
 ), f AS (
     SELECT fire.id, c.*
     FROM cronwork_fires AS fire JOIN c ON c.message_id = fire.message_id
-    WHERE fire.status <> ALL($17)
+    WHERE fire.status <> ALL($3)
     ORDER BY fire.id
     FOR UPDATE OF fire
 ), c_attempt AS (
     INSERT INTO cronwork_attempts
         (message_id, attempt, fire_id, schedule, status, started_at, instance_id)
-    SELECT message_id, attempt, id, schedule, $18, started_at, instance_id FROM f
+    SELECT message_id, attempt, id, schedule, $4, started_at, instance_id FROM f
     ON CONFLICT (message_id, attempt) WHERE status <> '{_SKIPPED}' DO NOTHING
     RETURNING id, fire_id, message_id, attempt, started_at
 ), c_fire AS (
     UPDATE cronwork_fires AS fire
-    SET status = $19, started_at = COALESCE(fire.started_at, a.started_at),
+    SET status = $5, started_at = COALESCE(fire.started_at, a.started_at),
         attempts = GREATEST(fire.attempts, a.attempt + 1), finished_at = NULL,
         updated_at = a.started_at
     FROM c_attempt AS a WHERE fire.id = a.fire_id
 )
 SELECT message_id, attempt, id, fire_id FROM c_attempt
 """
-EXECUTE = "EXECUTE cronwork_batch(" + ", ".join(["%s"] * 19) + ")"
+EXECUTE = "EXECUTE cronwork_batch(%s, %s, %s, %s, %s)"
 
 #: The statement's last three arguments, the same for every batch.
 CONSTANTS = (

@@ -21,11 +21,12 @@ import logging
 import threading
 from collections import deque
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Engine
 
-from services.store.attempts_sql import CLAIM_COLUMNS, CONSTANTS, EXECUTE, OUTCOME_COLUMNS, PREPARE
+from services.store.attempts_sql import CONSTANTS, EXECUTE, PREPARE
 
 logger = logging.getLogger(__name__)
 
@@ -40,7 +41,7 @@ WRITERS = 1
 @dataclass(slots=True)
 class _Job:
     claim: bool
-    #: CLAIM_COLUMNS or OUTCOME_COLUMNS; the first is the message id, and one batch holds
+    #: A claim's or an outcome's values; the first is the message id, and one batch holds
     #: one write per message (a fire is touched once per statement).
     values: tuple[Any, ...]
     #: Held until the job's batch is written: the cheapest way for a thread to wait.
@@ -66,13 +67,15 @@ class GroupCommit:
     def claim(self, values: tuple[Any, ...]) -> tuple[int, int] | None:
         """``(attempt id, fire id)`` when the claim won; None when it needs the checked path.
 
-        ``values``: in CLAIM_COLUMNS order.
+        ``values``: message id, attempt, schedule, started at, instance id.
         """
         result: tuple[int, int] | None = self._submit(_Job(True, values))
         return result
 
     def finish(self, values: tuple[Any, ...]) -> None:
-        """Record an outcome (OUTCOME_COLUMNS order); returns once it is committed."""
+        """Record an outcome (message id, attempt id, attempt, status, fire status, finished
+        at, fire finished at, duration, error type, error message, traceback, result);
+        returns once it is committed."""
         self._submit(_Job(False, values))
 
     def _submit(self, job: _Job) -> Any:
@@ -128,15 +131,13 @@ class GroupCommit:
             return batch
 
     def _write(self, conn: Any, batch: list[_Job]) -> None:
-        claims = [j.values for j in batch if j.claim]
-        outcomes = [j.values[1:] for j in batch if not j.claim]
-        claim_columns = _columns(len(CLAIM_COLUMNS), claims)
-        outcome_columns = _columns(len(OUTCOME_COLUMNS) - 1, outcomes)
-        results = outcome_columns[-1]
-        outcome_columns[-1] = [None if r is None else json.dumps(r) for r in results]
+        # Two JSON documents, not an array per column: psycopg2 quotes every element of an
+        # array on its own, which cost more of the worker's CPU than the rest of the write.
+        claims = [_claim_row(j.values) for j in batch if j.claim]
+        outcomes = [_outcome_row(j.values) for j in batch if not j.claim]
         cursor = conn.cursor()
         try:
-            cursor.execute(EXECUTE, (*claim_columns, *outcome_columns, *CONSTANTS))
+            cursor.execute(EXECUTE, (_json(claims), _json(outcomes), *CONSTANTS))
             won = {(r[0], r[1]): (r[2], r[3]) for r in cursor.fetchall()}
         finally:
             cursor.close()
@@ -171,6 +172,32 @@ def _drop(conn: Any) -> None:
         logger.debug("could not invalidate a broken connection", exc_info=True)
 
 
-def _columns(width: int, rows: list[tuple[Any, ...]]) -> list[list[Any]]:
-    """Rows turned into one list per column: what the statement unnests."""
-    return [[row[i] for row in rows] for i in range(width)]
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
+_json = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode
+
+
+def _micros(at: datetime) -> int:
+    return (at - _EPOCH) // _MICROSECOND
+
+
+def _claim_row(v: tuple[Any, ...]) -> dict[str, Any]:
+    """A claim as the batch statement reads it (services/store/attempts_sql.py)."""
+    return {"m": v[0], "n": v[1], "s": v[2], "t": _micros(v[3]), "w": v[4]}
+
+
+def _outcome_row(v: tuple[Any, ...]) -> dict[str, Any]:
+    """An outcome as the batch statement reads it; its message id is not written."""
+    return {
+        "aid": v[1],
+        "n": v[2],
+        "st": v[3],
+        "fst": v[4],
+        "t": _micros(v[5]),
+        "ft": None if v[6] is None else _micros(v[6]),
+        "ms": v[7],
+        "et": v[8],
+        "em": v[9],
+        "tb": v[10],
+        "r": v[11],
+    }

@@ -68,7 +68,7 @@ def decide(
             return Outcome(
                 status=AttemptStatus.SKIPPED,
                 fire_status=FireStatus.SKIPPED,
-                error_message=redact(skip_reason)[:MAX_ERROR_CHARS],
+                error_message=storable(redact(skip_reason))[:MAX_ERROR_CHARS],
                 **common,
             )
         return Outcome(
@@ -84,25 +84,38 @@ def decide(
     else:
         status = AttemptStatus.TIMED_OUT if timed_out else AttemptStatus.RETRYING
         fire_status = FireStatus.RETRYING
-    error_type = type(exception).__name__
+    error_type = storable(type(exception).__name__)
     trace = "".join(tb.format_exception(type(exception), exception, exception.__traceback__))
     return Outcome(
         status=status,
         fire_status=fire_status,
         error_type=error_type,
-        error_message=redact(str(exception) or error_type)[:MAX_ERROR_CHARS],
-        traceback=redact(trace)[-MAX_TRACEBACK_CHARS:],
+        error_message=storable(redact(str(exception) or error_type))[:MAX_ERROR_CHARS],
+        traceback=storable(redact(trace))[-MAX_TRACEBACK_CHARS:],
         **common,
     )
 
 
+def storable(text: str) -> str:
+    """``text`` as Postgres can store it: a NUL, or half a surrogate pair, written out as
+    an escape. One outcome Postgres refuses would fail every write batched with it."""
+    if text.isascii():
+        return text.replace("\x00", "\\x00")
+    return text.encode("utf-8", "backslashreplace").decode("utf-8").replace("\x00", "\\x00")
+
+
 def jsonable(value: Any) -> Any:
-    """The actor's return value if JSON can hold it; otherwise a note saying it could not."""
+    """The actor's return value if Postgres' JSON can hold it; otherwise a note saying it
+    could not. Not NaN or infinities, a NUL or half a surrogate pair: Postgres refuses
+    them, and with them every write batched with this one."""
     if value is None:
         return None
     try:
-        json.dumps(value)
-    except (TypeError, ValueError):
+        text = json.dumps(value, ensure_ascii=False, allow_nan=False)
+        text.encode("utf-8")
+    except (TypeError, ValueError):  # UnicodeEncodeError is a ValueError
+        return {"unserializable": type(value).__name__}
+    if "\\u0000" in text:
         return {"unserializable": type(value).__name__}
     return value
 

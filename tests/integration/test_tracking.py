@@ -340,3 +340,46 @@ def test_a_schedule_with_a_lock_skips_a_fire_while_its_previous_one_holds_it(
     assert att.error_message.startswith("lock 'report-eu' is held by ")
     release.set()
     assert harness.wait_fire(first).status == "succeeded"
+
+
+# -- text Postgres cannot store ---------------------------------------------------------
+
+
+def test_outcomes_postgres_cannot_store_as_given_are_recorded_and_poison_no_batch(
+    harness: Harness,
+) -> None:
+    """A NUL or an unpaired surrogate in an error or a result, a NaN in a result: Postgres
+    refuses them as given, and one bad outcome in a batch would fail every write in it,
+    again and again. Each is recorded in a form Postgres takes, and the fires around it
+    finish as usual."""
+
+    @harness.actor("nul_error", max_retries=0)
+    def nul_error() -> None:
+        raise ValueError("bad\x00byte and \ud800 half a pair")
+
+    @harness.actor("odd_result")
+    def odd_result(kind: str) -> Any:
+        return {"nan": [float("nan")], "nul": ["a\x00b"], "half": ["\udc00"]}[kind]
+
+    @harness.actor("fine")
+    def fine(i: int) -> int:
+        return i
+
+    harness.start()
+    bad = [harness.fire(spec("nul", "nul_error"))] + [
+        harness.fire(spec(f"odd-{k}", "odd_result", args=(k,))) for k in ("nan", "nul", "half")
+    ]
+    good = [harness.fire(spec(f"fine-{i}", "fine", args=(i,))) for i in range(6)]
+    rows = {f.id: harness.wait_fire(f) for f in bad + good}
+
+    assert [rows[f.id].status for f in good] == ["succeeded"] * 6
+    [err] = attempt_rows(harness.engine, bad[0].message_id)
+    assert rows[bad[0].id].status == "failed"
+    assert err.error_type == "ValueError"
+    assert "\x00" not in err.error_message and err.error_message.startswith("bad")
+    assert "byte and" in err.error_message and "half a pair" in err.error_message
+    assert "\x00" not in err.traceback and "half a pair" in err.traceback
+    for f in bad[1:]:
+        [att] = attempt_rows(harness.engine, f.message_id)
+        assert rows[f.id].status == "succeeded"
+        assert att.result == {"unserializable": "list"}
