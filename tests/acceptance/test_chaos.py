@@ -34,6 +34,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import pytest
 from sqlalchemy import Engine, create_engine, text
 
 from services.schedules.loader import parse_schedules
@@ -183,6 +184,8 @@ def rows(engine: Engine, sql: str) -> list[Any]:
         return list(conn.execute(text(sql)))
 
 
+# The suite's 300 s timeout would cut a long run short: chaos, settling, and room to start.
+@pytest.mark.timeout(CHAOS_SECONDS + SETTLE_SECONDS + 240)
 def test_chaos(
     tmp_path: Path, throwaway_pg: ThrowawayPostgres, throwaway_redis: ThrowawayRedis
 ) -> None:
