@@ -9,11 +9,8 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from services import redact
-from services.redact import RedactingFilter
+from services.redact import STANDARD_ATTRS, RedactingFilter
 from services.settings import Settings
-
-#: Attributes every LogRecord has; anything else was passed in ``extra``.
-_STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
 
 
 class JsonFormatter(logging.Formatter):
@@ -24,7 +21,7 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "message": record.getMessage(),
         }
-        out.update({k: v for k, v in vars(record).items() if k not in _STANDARD})
+        out.update({k: v for k, v in vars(record).items() if k not in STANDARD_ATTRS})
         if record.exc_text or record.exc_info:
             out["exc"] = record.exc_text or self.formatException(record.exc_info)  # type: ignore[arg-type]
         return json.dumps(out, default=str)

@@ -132,7 +132,7 @@ def shown(text: str) -> str:
 
 
 #: Attributes every LogRecord has; anything else was passed in ``extra``.
-_STANDARD_ATTRS = frozenset(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
+STANDARD_ATTRS = frozenset(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
 
 
 class RedactingFilter(logging.Filter):
@@ -153,6 +153,6 @@ class RedactingFilter(logging.Filter):
             record.exc_text = redact(record.exc_text, self.secrets)
         # Formatters such as the JSON one print ``extra`` fields too.
         for key, value in list(vars(record).items()):
-            if key not in _STANDARD_ATTRS and isinstance(value, str):
+            if key not in STANDARD_ATTRS and isinstance(value, str):
                 setattr(record, key, redact(value, self.secrets))
         return True
