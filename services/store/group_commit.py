@@ -26,7 +26,7 @@ from typing import Any
 
 from sqlalchemy import Engine
 
-from services.store.attempts_sql import CONSTANTS, EXECUTE, PREPARE
+from services.store.attempts_sql import CONSTANTS, EXECUTE, PREPARE, READERS
 
 logger = logging.getLogger(__name__)
 
@@ -152,6 +152,8 @@ class GroupCommit:
         conn.driver_connection.autocommit = True  # type: ignore[union-attr]
         cursor = conn.cursor()
         try:
+            for reader in READERS:
+                cursor.execute(reader)
             cursor.execute(PREPARE)
             # Its plan does not depend on the arrays' contents: planning it again for each
             # batch (Postgres' default for the first executions, and later whenever a
