@@ -387,7 +387,10 @@ def _check(
         "events": Counter(e.split()[0] for _, e in chaos.events),
         "fires": len(fires),
         "missing": len(missing),
-        "unfinished": len(unfinished),
+        # Fires due during the chaos still without an outcome (each must have an incident),
+        # and those due while it settled, in flight when the figures were taken.
+        "unfinished": sum(1 for f in unfinished if f.scheduled_for < chaos_end),
+        "in_flight_at_end": sum(1 for f in unfinished if f.scheduled_for >= chaos_end),
         "unfinished_without_incident": len(uncovered),
         "double_successes": len(double),
         "bodies_run": len(bodies),
