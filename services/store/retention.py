@@ -1,21 +1,23 @@
-"""Keep each schedule's history bounded: by count per status group and by age.
+"""Keep each schedule's history bounded: by age, and by count per status group.
 
-The leader trims a slice of schedules at a time (docs/design.md, retention): it ranks the
-slice's fires with window functions over the ``(schedule, scheduled_for)`` unique index,
-then deletes what its ``keep:`` policy lets go by id, at most ``BATCH`` fires per short
-transaction. Nothing here locks a row a fire needs: the fence inserts new rows, and only
-finished ones are deleted. Never deleted: an unfinished fire, the newest fire of a
-schedule, a fire an open incident points at, or a fire younger than ``RECENT`` (its row is
-the fence against a late claim of the same time).
+A pass on the leader (docs/design.md, retention) first walks the ``scheduled_for`` index
+from the oldest fire to delete what is past its ``max_age``, then ranks the fires of the
+schedules that have counts, ``GROUP`` schedules at a time, with window functions over the
+``(schedule, scheduled_for)`` unique index, and deletes what lies beyond the counts. Both
+delete by id, at most ``BATCH`` fires per short transaction; nothing here locks a row a
+fire needs (the fence inserts new rows; only finished ones are deleted). Never deleted:
+an unfinished fire, the newest fire of a schedule, a fire an open incident points at, or
+a fire scheduled less than ``RECENT`` ago (its row fences a late claim of the same time).
 """
 
 from __future__ import annotations
 
+import bisect
 import logging
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import (
     ColumnElement,
@@ -25,16 +27,17 @@ from sqlalchemy import (
     and_,
     case,
     delete,
+    exists,
     false,
     func,
     literal,
     or_,
     select,
-    true,
+    text,
 )
 
 from services.schedules.spec import KeepPolicy, ScheduleSpec
-from services.store.tables import attempts, fires, incidents
+from services.store.tables import Tz, attempts, fires, incidents
 from services.timeutil import utcnow
 from services.vocabulary import FINAL_FIRE_STATUSES, RERUNNABLE_FIRE_STATUSES, FireStatus
 
@@ -42,11 +45,12 @@ logger = logging.getLogger(__name__)
 
 #: Fires deleted per transaction.
 BATCH = 1000
-#: Fires (index entries) per slice of schedules ranked at once; a schedule is never split.
-SLICE_ROWS = 20_000
-#: Deletable ids read per ranking of a slice (then deleted BATCH at a time).
+#: Schedules whose fires are ranked by one statement: at 1,000,000 fires, 50 keep the
+#: plan on the (schedule, scheduled_for) index (200 tipped it to a parallel seq scan).
+GROUP = 50
+#: Ids read per ranking of a group (then deleted BATCH at a time).
 SCAN = 10 * BATCH
-#: Fires scheduled this recently are kept whatever the counts say.
+#: Fires scheduled this recently are kept whatever the policy says.
 RECENT = timedelta(minutes=10)
 
 #: The status groups ``keep:`` counts: succeeded; failed (ended without doing its work:
@@ -83,14 +87,6 @@ class Retention:
         base = KeepPolicy(max_age=max_age)
         return cls({n: s.keep.over(base) for n, s in specs.items()}, fallback or base)
 
-    def bounded(self) -> bool:
-        """Whether any fire may ever be deleted."""
-        return any(_limits(p) for p in (self.fallback, *self.by_schedule.values()))
-
-
-def _limits(policy: KeepPolicy) -> bool:
-    return policy.succeeded is not None or policy.failed is not None or policy.max_age is not None
-
 
 class Pruner:
     """Prunes on the leader; a pass cut short by its budget resumes where it stopped."""
@@ -101,50 +97,113 @@ class Pruner:
         self.engine = engine
         self.retention = retention
         self.clock = clock
-        #: The last schedule of the last slice done (None: start from the first).
+        #: The last schedule whose counts were applied in a pass the budget cut short.
         self.cursor: str | None = None
 
     def prune(self, *, budget_seconds: float = 2.0) -> int:
-        """One pass over every schedule, or as much as ``budget_seconds`` allows.
-        Returns the number of fires deleted (their attempts went with them)."""
+        """One pass: fires past their max_age, then fires beyond their counts, as far as
+        ``budget_seconds`` allows. Returns the fires deleted (their attempts went too)."""
         deadline = self.clock() + budget_seconds
         now = utcnow()
         total = 0
-        while self.retention.bounded() and self.clock() < deadline:
-            upto = self._slice_end(self.cursor)
-            done, deleted = self._prune_slice(self.cursor, upto, now, deadline)
-            total += deleted
-            if not done:
-                break  # the next pass does this slice again
-            self.cursor = upto
-            if upto is None:
-                break  # the last slice: the next pass starts from the first
+        if self.clock() < deadline:
+            total += self._prune_by_age(now, deadline)
+        if self.clock() < deadline:
+            total += self._prune_by_count(now, deadline)
         if self.clock() < deadline and self.retention.fallback.max_age is not None:
             self._prune_incidents(now - self.retention.fallback.max_age)
         if total:
             logger.info("deleted %d fire(s)", total, extra={"action": "history_pruned"})
         return total
 
-    def _slice_end(self, after: str | None) -> str | None:
-        """The schedule at which a slice of about SLICE_ROWS fires after ``after`` ends
-        (None: the slice runs to the last schedule)."""
-        query = select(fires.c.schedule).order_by(fires.c.schedule).offset(SLICE_ROWS).limit(1)
-        with self.engine.connect() as conn:
-            found: str | None = conn.execute(query.where(*_within(after, None))).scalar()
-        return found
+    # -- by age: along the scheduled_for index, oldest first
 
-    def _prune_slice(
-        self, after: str | None, upto: str | None, now: datetime, deadline: float
-    ) -> tuple[bool, int]:
-        """Delete what the policies let go in (after, upto]: (finished?, fires deleted)."""
+    def _prune_by_age(self, now: datetime, deadline: float) -> int:
+        query = self.past_max_age(now)
         total = 0
-        with self.engine.connect() as conn:
-            # Names as the database has them: its collation, not Python's, orders the slices.
-            names = select(fires.c.schedule).where(*_within(after, upto)).distinct()
-            named = [n for n in conn.execute(names).scalars() if n in self.retention.by_schedule]
+        after: datetime | None = None
+        while query is not None and self.clock() < deadline:
+            page = query if after is None else query.where(fires.c.scheduled_for >= after)
+            with self.engine.connect() as conn:
+                rows = conn.execute(page).all()
+            if rows:
+                total += self._delete([r.id for r in rows])
+            if len(rows) < BATCH:
+                break
+            after = rows[-1].scheduled_for  # what was kept before it is not read again
+        return total
+
+    def past_max_age(self, now: datetime) -> Select[int, datetime] | None:
+        """The oldest BATCH fires past their max_age (id, scheduled_for); None: no
+        policy has one."""
+        ages = {p.max_age for p in (self.retention.fallback, *self.retention.by_schedule.values())}
+        youngest = min((a for a in ages if a is not None), default=None)
+        if youngest is None:
+            return None
+        # The policies whose max_age is not the fallback's, by max_age.
+        by_age: dict[timedelta | None, list[str]] = {}
+        for name, policy in self.retention.by_schedule.items():
+            if policy.max_age != self.retention.fallback.max_age:
+                by_age.setdefault(policy.max_age, []).append(name)
+        cutoff = _cutoff(now, self.retention.fallback.max_age)
+        if by_age:
+            cutoff = case(
+                *((fires.c.schedule.in_(n), _cutoff(now, age)) for age, n in by_age.items()),
+                else_=cutoff,
+            )
+        newer = fires.alias("newer")
+        return (
+            select(fires.c.id, fires.c.scheduled_for)
+            .where(
+                fires.c.scheduled_for < min(now - youngest, now - RECENT),
+                fires.c.scheduled_for < cutoff,
+                fires.c.status.in_(sorted(FINAL_FIRE_STATUSES)),
+                fires.c.id.not_in(_open_incident_fires()),
+                # Not the newest of its schedule.
+                exists().where(
+                    newer.c.schedule == fires.c.schedule,
+                    newer.c.scheduled_for > fires.c.scheduled_for,
+                ),
+            )
+            .order_by(fires.c.scheduled_for)
+            .limit(BATCH)
+        )
+
+    # -- by count: a group of schedules ranked at a time
+
+    def _prune_by_count(self, now: datetime, deadline: float) -> int:
+        names = self._counted()
+        first = 0 if self.cursor is None else bisect.bisect_right(names, self.cursor)
+        total = 0
+        for start in range(first, len(names), GROUP):
+            group = names[start : start + GROUP]
+            done, deleted = self._prune_group(group, now, deadline)
+            total += deleted
+            if not done:
+                return total  # the next pass does this group again
+            self.cursor = group[-1]
+        self.cursor = None
+        return total
+
+    def _counted(self) -> list[str]:
+        """The schedules whose policy counts, sorted: the named ones, and the others in
+        the table if the fallback counts."""
+        names = {n for n, p in self.retention.by_schedule.items() if _counts(p)}
+        if _counts(self.retention.fallback):
+            with self.engine.connect() as conn:
+                names.update(
+                    n
+                    for n in conn.execute(_DISTINCT_SCHEDULES).scalars()
+                    if n is not None and n not in self.retention.by_schedule
+                )
+        return sorted(names)
+
+    def _prune_group(self, group: list[str], now: datetime, deadline: float) -> tuple[bool, int]:
+        """Delete what the counts let go in these schedules: (finished?, fires deleted)."""
+        total = 0
         while True:
             with self.engine.connect() as conn:
-                ids = list(conn.execute(self.deletable(after, upto, named, now)).scalars())
+                ids = list(conn.execute(self.beyond_counts(group, now)).scalars())
             for start in range(0, len(ids), BATCH):
                 if self.clock() >= deadline:
                     return False, total
@@ -154,11 +213,8 @@ class Pruner:
             if self.clock() >= deadline:
                 return False, total
 
-    def deletable(
-        self, after: str | None, upto: str | None, named: list[str], now: datetime
-    ) -> Select[int]:
-        """The ids of the fires in (after, upto] that may go, at most SCAN of them;
-        ``named``: the slice's schedules that have a policy of their own."""
+    def beyond_counts(self, group: list[str], now: datetime) -> Select[int]:
+        """The ids of fires of ``group`` beyond their policy's counts, at most SCAN."""
         newest_first = fires.c.scheduled_for.desc()
         ranked: Subquery = (
             select(
@@ -174,9 +230,13 @@ class Pruner:
                 .over(partition_by=(fires.c.schedule, _GROUP), order_by=newest_first)
                 .label("pos"),
             )
-            .where(*_within(after, upto))
+            .where(fires.c.schedule.in_(group))
             .subquery("ranked")
         )
+        by_policy: dict[KeepPolicy, list[str]] = {}
+        for name in group:
+            policy = self.retention.by_schedule.get(name, self.retention.fallback)
+            by_policy.setdefault(policy, []).append(name)
         return (
             select(ranked.c.id)
             .where(
@@ -184,31 +244,23 @@ class Pruner:
                 ranked.c.status.in_(sorted(FINAL_FIRE_STATUSES)),
                 ranked.c.scheduled_for < now - RECENT,
                 ranked.c.id.not_in(_open_incident_fires()),
-                self._let_go(ranked, named, now),
+                or_(
+                    false(),
+                    *(
+                        and_(ranked.c.schedule.in_(names), _beyond(policy, ranked))
+                        for policy, names in by_policy.items()
+                    ),
+                ),
             )
             .limit(SCAN)
         )
 
-    def _let_go(self, ranked: Subquery, named: list[str], now: datetime) -> ColumnElement[bool]:
-        """Whether a ranked fire is past its schedule's policy (the fallback's if unnamed)."""
-        by_policy: dict[KeepPolicy, list[str]] = {}
-        for name in named:
-            by_policy.setdefault(self.retention.by_schedule[name], []).append(name)
-        parts = [
-            and_(ranked.c.schedule.in_(names), _past(policy, ranked, now))
-            for policy, names in by_policy.items()
-            if _limits(policy)
-        ]
-        fallback = self.retention.fallback
-        if _limits(fallback):
-            unnamed = ranked.c.schedule.not_in(named) if named else true()
-            parts.append(and_(unnamed, _past(fallback, ranked, now)))
-        return or_(false(), *parts)
+    # -- deleting
 
     def _delete(self, ids: list[int]) -> int:
         """Delete these fires and their attempts in one short transaction."""
         with self.engine.begin() as conn:
-            # Checked again: an incident may have opened on one since it was ranked.
+            # Checked again: an incident may have opened on one since it was read.
             gone = list(
                 conn.execute(
                     delete(fires)
@@ -230,26 +282,41 @@ class Pruner:
             )
 
 
-def _past(policy: KeepPolicy, ranked: Subquery, now: datetime) -> ColumnElement[bool]:
-    """Whether a ranked fire is past ``policy``: too old, or beyond its group's count."""
+#: Before any fire: a cutoff that deletes nothing.
+_NEVER = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _cutoff(now: datetime, max_age: timedelta | None) -> ColumnElement[datetime]:
+    return literal(_NEVER if max_age is None else now - max_age, Tz)
+
+
+def _counts(policy: KeepPolicy) -> bool:
+    return policy.succeeded is not None or policy.failed is not None
+
+
+#: Each schedule in the fires table once, by skipping along the (schedule, time) index:
+#: one probe per schedule, not a read of every fire.
+_DISTINCT_SCHEDULES = text(
+    f"""
+    WITH RECURSIVE names(name) AS (
+        SELECT min(schedule) FROM {fires.name}
+        UNION ALL
+        SELECT (SELECT min(schedule) FROM {fires.name} WHERE schedule > names.name)
+        FROM names WHERE names.name IS NOT NULL
+    )
+    SELECT name FROM names
+    """
+)
+
+
+def _beyond(policy: KeepPolicy, ranked: Subquery) -> ColumnElement[bool]:
+    """Whether a ranked fire is beyond its group's count in ``policy``."""
     rules: list[ColumnElement[bool]] = []
-    if policy.max_age is not None:
-        rules.append(ranked.c.scheduled_for < now - policy.max_age)
     if policy.succeeded is not None:
         rules.append(and_(ranked.c.grp.in_((SUCCEEDED, SKIPPED)), ranked.c.pos > policy.succeeded))
     if policy.failed is not None:
         rules.append(and_(ranked.c.grp == FAILED, ranked.c.pos > policy.failed))
     return or_(false(), *rules)
-
-
-def _within(after: str | None, upto: str | None) -> list[ColumnElement[bool]]:
-    """Fires of the schedules in (after, upto]; None: no bound."""
-    bounds: list[ColumnElement[bool]] = []
-    if after is not None:
-        bounds.append(fires.c.schedule > after)
-    if upto is not None:
-        bounds.append(fires.c.schedule <= upto)
-    return bounds
 
 
 def _open_incident_fires() -> Select[int | None]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import statistics
 import textwrap
 import time
 from collections import Counter
@@ -127,18 +128,20 @@ def test_counts_per_schedule_and_status_group(engine: Engine) -> None:
 
 def test_max_age_and_the_global_default(engine: Engine) -> None:
     ages = [timedelta(days=d) for d in (1, 3, 5, 40)]
-    for name in ("short", "global", "removed"):
+    for name in ("short", "long", "global", "removed"):
         add_fires(engine, name, [(age, S.SUCCEEDED) for age in ages])
     p = pruner(
         engine,
         """
         schedules:
           short: {actor: x, every: 1d, keep: {max_age: 2d}}
+          long: {actor: x, every: 1d, keep: {max_age: 60d}}
           global: {actor: x, every: 1d}
         """,
     )
     assert p.prune() == 5
     assert len(left(engine, "short")) == 1  # 3d and 5d old went, and the 40d one
+    assert len(left(engine, "long")) == 4
     assert len(left(engine, "global")) == 3  # CRONWORK_RETENTION_DAYS: only the 40d one
     assert len(left(engine, "removed")) == 3  # a schedule no longer in the file: the same
 
@@ -218,10 +221,10 @@ def test_a_pass_cut_short_resumes_where_it_stopped(
 ) -> None:
     import services.store.retention as retention
 
-    monkeypatch.setattr(retention, "SLICE_ROWS", 2)  # one schedule (3 fires) a slice
+    monkeypatch.setattr(retention, "GROUP", 1)  # one schedule ranked at a time
     for name in ("a", "b", "c"):
         add_fires(engine, name, hours(*[S.SUCCEEDED] * 3))
-    clock = iter([0.0, 0.0, 0.0, 10.0])  # the budget runs out after the first slice
+    clock = iter([0.0, 0.0, 0.0, 0.0, 10.0])  # the budget runs out after the first group
     p = Pruner(engine, Retention({}, KeepPolicy(succeeded=1)), clock=lambda: next(clock, 10.0))
     assert p.prune(budget_seconds=1.0) == 2
     assert p.cursor == "a"
@@ -261,13 +264,16 @@ def test_pruning_a_large_table_does_not_hold_up_the_fence(pg_url: str) -> None:
         # of a deleted row, the table) fails instead: the probe records it.
         with dbapi_connection.cursor() as cur:
             cur.execute(f"SET lock_timeout = '{MAX_LOCK_WAIT_MS}ms'")
+        dbapi_connection.commit()  # a SET in a transaction rolled back would not hold
 
     try:
+        with probe_engine.connect() as conn:
+            assert conn.exec_driver_sql("SHOW lock_timeout").scalar() == f"{MAX_LOCK_WAIT_MS}ms"
         fill(engine, 2000, 100)  # 200,000 fires with their attempts
         specs = specs_for(2000, KeepPolicy(succeeded=85))  # 10% of them go
         p = Pruner(engine, Retention.from_specs(specs, None))
         with claim_probe(probe_engine, specs["s00000"]) as idle:
-            time.sleep(1.0)
+            time.sleep(2.0)
         with claim_probe(probe_engine, specs["s00000"]) as busy:
             started = time.perf_counter()
             deleted = p.prune(budget_seconds=120)
@@ -275,10 +281,12 @@ def test_pruning_a_large_table_does_not_hold_up_the_fence(pg_url: str) -> None:
         assert deleted == 2000 * 5
         assert not idle.errors and not busy.errors, (idle.errors, busy.errors)
         assert len(busy.latencies) > 20, took
-        # End to end, with a margin for a shared machine: no claim during pruning took
-        # 50 ms longer than the slowest claim without it.
-        slowest, usual = max(busy.latencies), max(idle.latencies)
-        assert slowest < usual + MAX_LOCK_WAIT_MS / 1000, (slowest, usual, took)
+        # The lock timeout above is the hard bound: no claim waited 50 ms on a lock. End
+        # to end, the typical claim is not 50 ms slower either; the slowest is not compared:
+        # on a shared 2-core machine the slowest claim without pruning alone reached 120 ms.
+        during, without = statistics.median(busy.latencies), statistics.median(idle.latencies)
+        shown = (during, without, max(busy.latencies), max(idle.latencies), took)
+        assert during < without + MAX_LOCK_WAIT_MS / 1000, shown
     finally:
         engine.dispose()
         probe_engine.dispose()
