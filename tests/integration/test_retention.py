@@ -10,10 +10,15 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import dramatiq
 import pytest
+import redis
 from sqlalchemy import Engine, Table, event, func, insert, select, update
 
 from bench.retention import claim_probe, fill, specs_for
+from services.constants import LEASE_KEY
+from services.scheduler.lease import RedisLease
+from services.scheduler.service import SchedulerService
 from services.schedules.loader import parse_schedules
 from services.schedules.spec import KeepPolicy
 from services.store.engines import make_engine
@@ -23,7 +28,7 @@ from services.store.retention import Pruner, Retention
 from services.store.tables import attempts, fires, incidents
 from services.timeutil import as_utc, utcnow
 from services.vocabulary import AttemptStatus, FireKind, FireStatus, IncidentKind
-from tests.integration.conftest import spec
+from tests.integration.conftest import make_settings, spec
 
 S = FireStatus
 MAX_AGE_30D = KeepPolicy(max_age=timedelta(days=30))
@@ -201,6 +206,19 @@ def test_what_must_stay_stays(engine: Engine) -> None:
     assert count(engine, attempts) == 6
     with engine.connect() as conn:  # resolved incidents past the global max_age went too
         assert conn.execute(select(func.count()).select_from(incidents)).scalar() == 1
+
+
+def test_the_leader_prunes_by_the_loaded_keep_and_the_retention_setting(
+    engine: Engine, redis_client: redis.Redis, redis_prefix: str, send_broker: dramatiq.Broker
+) -> None:
+    settings = make_settings(redis_prefix, retention_days=30)
+    add_fires(engine, "counted", hours(*[S.SUCCEEDED] * 3))
+    add_fires(engine, "removed", [(timedelta(days=d), S.SUCCEEDED) for d in (1, 40)])
+    specs = {"counted": spec("counted", keep=KeepPolicy(succeeded=1))}
+    lease = RedisLease(redis_client, f"{redis_prefix}:{LEASE_KEY}", settings.lease_ttl, "a")
+    service = SchedulerService(settings, engine, send_broker, specs, lease)
+    assert service.prune_history() == 3
+    assert len(left(engine, "counted")) == len(left(engine, "removed")) == 1
 
 
 def test_nothing_is_deleted_when_nothing_is_bounded(engine: Engine) -> None:
