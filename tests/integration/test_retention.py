@@ -258,12 +258,21 @@ def test_prune_on_sqlite(tmp_path: Path) -> None:
     try:
         ids = add_fires(eng, "job", hours(S.SUCCEEDED, S.FAILED, S.SUCCEEDED, S.RUNNING))
         add_fires(eng, "old", [(timedelta(days=40), S.MISSED), (timedelta(days=41), S.FAILED)])
+        add_fires(eng, "short", [(timedelta(days=d), S.SUCCEEDED) for d in (1, 3, 4)])
         open_incident(eng, "old", ids[0])
-        p = pruner(eng, "schedules:\n  job: {actor: x, every: 1h, keep: {succeeded: 1}}\n")
-        assert p.prune() == 2
+        p = pruner(
+            eng,
+            """
+            schedules:
+              job: {actor: x, every: 1h, keep: {succeeded: 1}}
+              short: {actor: x, every: 1h, keep: {max_age: 2d}}
+            """,
+        )
+        assert p.prune() == 4
         assert [s for _, s in left(eng, "job")] == [S.SUCCEEDED, S.FAILED, S.RUNNING]
         assert [s for _, s in left(eng, "old")] == [S.MISSED]
-        assert count(eng, attempts) == 4
+        assert [h for h, _ in left(eng, "short")] == [24]
+        assert count(eng, attempts) == 5
     finally:
         eng.dispose()
 
