@@ -32,7 +32,7 @@ from services.schedules.spec import ScheduleSpec
 from services.settings import Settings
 from services.store.fence import Fence
 from services.store.instances import InstanceRegistry
-from services.store.retention import prune
+from services.store.retention import Pruner, Retention
 from services.store.schedule_rows import resume_expired, sync_schedule_rows
 from services.timeutil import utcnow
 from services.watch.alerter import Alerter
@@ -82,6 +82,10 @@ class SchedulerService:
         self.recovery = Recovery.from_settings(settings, self.fence, queues)
         self.dispatcher = Dispatcher(broker, self.fence)
         self.registry = InstanceRegistry(engine, settings.instance_id, "scheduler")
+        days = settings.retention_days
+        self.pruner = Pruner(
+            engine, Retention.from_specs(specs, timedelta(days=days) if days else None)
+        )
         self.stopping = threading.Event()
         self.scheduler: FencedScheduler | None = None
         self.lease_changes = 0
@@ -173,10 +177,7 @@ class SchedulerService:
         return self.dispatcher.resend_pending(self.settings.resend_after)
 
     def prune_history(self) -> int:
-        if not self.settings.retention_days:
-            return 0
-        before = utcnow() - timedelta(days=self.settings.retention_days)
-        return prune(self.engine, before)
+        return self.pruner.prune()
 
     def lead(self) -> None:
         logger.info(

@@ -34,6 +34,9 @@ MAX_VALUE_CHARS = 200
 #: Longest duration of any key (every, backoffs, limits, windows, jitter, margins):
 #: about ten years. Longer ones push fire times past what datetimes can hold.
 MAX_DURATION = timedelta(days=3650)
+#: Most fires of one status group ``keep:`` may keep per schedule (a year of one a minute
+#: is about 525,000): more is what ``max_age`` is for.
+MAX_KEEP_COUNT = 1_000_000
 #: ``at``, ``start`` and ``end`` lie in [EARLIEST_TIME, LATEST_TIME): every fire time,
 #: plus an interval, a zone offset or a catch-up window, stays a representable datetime.
 EARLIEST_TIME = datetime(1970, 1, 1, tzinfo=UTC)

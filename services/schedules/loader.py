@@ -225,6 +225,8 @@ class _Parser(MappingReader):
         self.check_required(name, line, own)
         self.check_backoff(own, defaults, name, "")
         merged = {**defaults, **own} if defaults else own
+        if "keep" in own and "keep" in defaults:
+            merged["keep"] = _inherit_keep(own["keep"], defaults["keep"])
         if "at" in merged or "start" in merged or "end" in merged:
             self.localize_times(name, merged)
             self.check_window(name, merged)
@@ -314,6 +316,15 @@ class _Parser(MappingReader):
             schedule,
             f"{prefix}min_backoff ({low_text}) must not be more than max_backoff ({high_text})",
         )
+
+
+def _inherit_keep(own: Setting, default: Setting) -> Setting:
+    """A schedule's ``keep:`` takes what it leaves unset from ``defaults: keep:``, key by
+    key (unlike ``alerts:``, which replaces the default whole): a default ``max_age`` still
+    holds for a schedule that only sets its counts."""
+    if own.value is INVALID:
+        return own
+    return Setting(own.value.over(default.value), own.line)
 
 
 def _build_spec(file: str, name: str, line: int, merged: dict[str, Setting]) -> ScheduleSpec:

@@ -47,6 +47,32 @@ class AlertPolicy:
 
 
 @dataclass(frozen=True)
+class KeepPolicy:
+    """The ``keep:`` key: how much of a schedule's history the leader keeps.
+
+    None leaves a value to ``defaults: keep:``, then to the global default
+    (``CRONWORK_RETENTION_DAYS`` for max_age; no count limit). services/store/retention.py
+    applies it; the README (Retention) says which statuses each count covers.
+    """
+
+    #: Newest succeeded fires kept (and, counted apart, newest skipped ones).
+    succeeded: int | None = None
+    #: Newest fires that ended without doing their work (failed, timed_out, abandoned,
+    #: missed) kept.
+    failed: int | None = None
+    #: Finished fires older than this are deleted, whatever the counts say.
+    max_age: timedelta | None = None
+
+    def over(self, base: KeepPolicy) -> KeepPolicy:
+        """This policy, with what it leaves unset taken from ``base``."""
+        return KeepPolicy(
+            succeeded=base.succeeded if self.succeeded is None else self.succeeded,
+            failed=base.failed if self.failed is None else self.failed,
+            max_age=base.max_age if self.max_age is None else self.max_age,
+        )
+
+
+@dataclass(frozen=True)
 class ScheduleSpec:
     name: str
     actor: str
@@ -78,6 +104,8 @@ class ScheduleSpec:
     alerts: AlertPolicy = field(default_factory=AlertPolicy)
     #: ``lock:`` the job runs under (services/worker/job_locks.py): key, ttl, on_busy...
     lock: dict[str, Any] | None = None
+    #: ``keep:``: how much history to keep (services/store/retention.py).
+    keep: KeepPolicy = field(default_factory=KeepPolicy)
     #: Where the schedule was declared, for error messages; not part of its identity.
     file: str = field(default="schedules.yaml", compare=False)
     line: int = field(default=0, compare=False)
@@ -128,7 +156,7 @@ class ScheduleSpec:
         for key, value in asdict(self).items():
             if key in ("file", "line"):
                 continue
-            if isinstance(value, dict):  # alerts (asdict recursed into it)
+            if isinstance(value, dict):  # alerts, keep (asdict recursed into them)
                 value = {
                     k: v.total_seconds() if isinstance(v, timedelta) else v
                     for k, v in value.items()

@@ -23,7 +23,7 @@ from services.errors import CronError, DurationError, LockOptionsError
 from services.locks.options import LockOptions
 from services.redact import printable
 from services.schedules.durations import format_duration, parse_duration
-from services.schedules.limits import EARLIEST_TIME, LATEST_TIME, MAX_DURATION
+from services.schedules.limits import EARLIEST_TIME, LATEST_TIME, MAX_DURATION, MAX_KEEP_COUNT
 from services.schedules.nodes import (
     Invalid,
     about,
@@ -33,7 +33,7 @@ from services.schedules.nodes import (
     show,
     show_text,
 )
-from services.schedules.spec import AlertPolicy
+from services.schedules.spec import AlertPolicy, KeepPolicy
 from services.schedules.yaml_reader import line_of
 
 #: Keys allowed at the top level of the file.
@@ -57,6 +57,7 @@ DEFAULTABLE_KEYS: tuple[str, ...] = (
     "grace",
     "on_lost",
     "alerts",
+    "keep",
 )
 #: Everything a schedule may contain.
 SCHEDULE_KEYS: tuple[str, ...] = (
@@ -82,6 +83,9 @@ ALERT_KEYS: tuple[str, ...] = (
     "checkin_margin",
     "failure_threshold",
 )
+
+#: Keys of a schedule's ``keep:`` mapping (services.schedules.spec.KeepPolicy).
+KEEP_KEYS: tuple[str, ...] = ("succeeded", "failed", "max_age")
 
 _ENV_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 #: Dramatiq's own queue-name rule (dramatiq.actor._queue_name_re): refuse here what it
@@ -244,28 +248,46 @@ def parse_choice(key: str, choices: tuple[str, ...]) -> Callable[[Node], str]:
 
 def parse_alerts(node: Node) -> AlertPolicy:
     """``alerts: {slack: false}`` or ``{webhook_env: TEAM_HOOK, checkin_margin: 5m}``."""
-    if mapping(node) is None:
+    example = "{slack: false} or {webhook_env: NAME}"
+    return AlertPolicy(**_sub_settings(node, "alerts", example, _ALERT_PARSERS))
+
+
+def parse_keep(node: Node) -> KeepPolicy:
+    """``keep: {succeeded: 10, failed: 50, max_age: 30d}``, each key optional."""
+    example = "{succeeded: 10, failed: 50, max_age: 30d}"
+    return KeepPolicy(**_sub_settings(node, "keep", example, _KEEP_PARSERS))
+
+
+def _parse_keep_count(node: Node) -> int:
+    n = scalar(node)
+    if isinstance(n, bool) or not isinstance(n, int) or not 0 <= n <= MAX_KEEP_COUNT:
         raise Invalid(
-            f"alerts must be a mapping, e.g. {{slack: false}} or {{webhook_env: NAME}}, "
-            f"got {show(node)}"
+            f"must be a whole number from 0 to {MAX_KEEP_COUNT:,}, got {show(node)}", node
         )
+    return n
+
+
+def _sub_settings(
+    node: Node, what: str, example: str, parsers: dict[str, Callable[[Node], Any]]
+) -> dict[str, Any]:
+    """Each key of the mapping ``node`` (alerts:, keep:) parsed by its parser."""
+    if mapping(node) is None:
+        raise Invalid(f"{what} must be a mapping, e.g. {example}, got {show(node)}")
     values: dict[str, Any] = {}
     seen: dict[str, int] = {}
     for key_node, value_node in node.value:
         key = str(key_node.value) if isinstance(key_node, ScalarNode) else ""
-        if key not in ALERT_KEYS:
-            raise Invalid(
-                f"alerts: unknown key '{show_text(key)}'{hint(key, ALERT_KEYS)}", key_node
-            )
+        if key not in parsers:
+            raise Invalid(f"{what}: unknown key '{show_text(key)}'{hint(key, parsers)}", key_node)
         if key in seen:
-            raise Invalid(f"alerts: duplicate key '{key}' (first at line {seen[key]})", key_node)
+            raise Invalid(f"{what}: duplicate key '{key}' (first at line {seen[key]})", key_node)
         seen[key] = line_of(key_node)
         try:
-            values[key] = _ALERT_PARSERS[key](value_node)
+            values[key] = parsers[key](value_node)
         except (DurationError, Invalid) as exc:
             message = exc.message if isinstance(exc, Invalid) else str(exc)
-            raise Invalid(about(f"alerts: {key}", message), value_node) from None
-    return AlertPolicy(**values)
+            raise Invalid(about(f"{what}: {key}", message), value_node) from None
+    return values
 
 
 def _parse_webhook_env(node: Node) -> str:
@@ -331,6 +353,12 @@ _ALERT_PARSERS: dict[str, Callable[[Node], Any]] = {
     "failure_threshold": _parse_failure_threshold,
 }
 
+_KEEP_PARSERS: dict[str, Callable[[Node], Any]] = {
+    "succeeded": _parse_keep_count,
+    "failed": _parse_keep_count,
+    "max_age": parse_duration_node,
+}
+
 #: key -> parser of its value. Keys in SCHEDULE_KEYS / DEFAULTABLE_KEYS must be here,
 #: except args and kwargs, which the walker expands itself (plain_args, plain_kwargs).
 PARSERS: dict[str, Callable[[Node], Any]] = {
@@ -356,4 +384,5 @@ PARSERS: dict[str, Callable[[Node], Any]] = {
     "on_lost": parse_choice("on_lost", ON_LOST_CHOICES),
     "alerts": parse_alerts,
     "lock": parse_lock,
+    "keep": parse_keep,
 }

@@ -232,6 +232,28 @@ def test_values_whose_fire_times_cannot_be_computed_are_refused(body: str, expec
 
 
 @pytest.mark.parametrize(
+    ("keep", "expected"),
+    [
+        ("{succeeded: -1}", "keep: succeeded: must be a whole number from 0 to 1,000,000"),
+        ("{failed: 1000001}", "keep: failed: must be a whole number from 0 to 1,000,000"),
+        ("{failed: 1.5}", "keep: failed: must be a whole number"),
+        ("{succeeded: true}", "keep: succeeded: must be a whole number"),
+        ("{max_age: 0s}", "keep: max_age: duration '0s' must be greater than zero"),
+        ("{max_age: 30}", "keep: max_age: duration must be a string like"),
+        ("{max_age: 100000d}", "keep: max_age: duration '100000d' is longer than 3650d"),
+        ("{maxage: 30d}", "keep: unknown key 'maxage' (did you mean 'max_age'?)"),
+        ("{failed: 1, failed: 2}", "duplicate key 'failed'"),
+        ("10", "keep must be a mapping, e.g. {succeeded: 10, failed: 50, max_age: 30d}"),
+    ],
+)
+def test_keep_values_out_of_range_are_refused_at_their_line(keep: str, expected: str) -> None:
+    assert one(schedule(f"actor: a\nevery: 1m\nkeep: {keep}\n")).startswith(
+        "schedules.yaml:6: schedule 'job': "
+    )
+    assert expected in one(f"defaults: {{keep: {keep}}}\nschedules: {{}}\n")
+
+
+@pytest.mark.parametrize(
     "body",
     [
         "every: 3650d\n",

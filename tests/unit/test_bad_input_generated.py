@@ -20,7 +20,7 @@ from services.errors import ConfigError
 from services.scheduler.catchup import plan_fires
 from services.schedules.loader import ScheduleFile, parse_schedules
 from services.schedules.triggers import build_trigger
-from services.schedules.values import SCHEDULE_KEYS
+from services.schedules.values import KEEP_KEYS, SCHEDULE_KEYS
 
 SECRET = "s3cretTOKENxyz"
 URL = f"https://hooks.slack.com/services/T0/B0/{SECRET}"
@@ -99,6 +99,8 @@ def schedule_files(draw: st.DrawFn) -> str:
         body = ["actor: tick", draw(GOOD_TRIGGERS)]
         for _ in range(draw(st.integers(min_value=0, max_value=3))):
             body.append(f"{draw(st.sampled_from(KEYS))}: {draw(HOSTILE)}")
+        if draw(st.booleans()):  # a mapping-valued key with a hostile value inside
+            body.append(f"keep: {{{draw(st.sampled_from(KEEP_KEYS))}: {draw(HOSTILE)}}}")
         lines += [f"    {line}" for line in draw(st.permutations(body))]
     text = "\n".join(lines) + "\n"
     if draw(st.integers(min_value=0, max_value=4)) == 0:
