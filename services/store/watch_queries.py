@@ -188,6 +188,9 @@ def unfinished_fires(engine: Engine, unchanged_since: datetime, limit: int = 100
             fires.c.status,
             fires.c.scheduled_for,
             fires.c.updated_at,
+            # For a fire no schedule describes (an ad-hoc run): its grace from its message.
+            fires.c.message["options"]["time_limit"].as_integer().label("time_limit_ms"),
+            fires.c.message["options"]["max_backoff"].as_integer().label("max_backoff_ms"),
         )
         .where(
             and_(

@@ -143,11 +143,15 @@ class UnfinishedFires:
         self.specs = specs
         self.find = find
 
-    def grace(self, schedule: str, status: str) -> timedelta:
-        spec = self.specs.get(schedule)
+    def grace(self, fire: Any) -> timedelta:
+        spec = self.specs.get(fire.schedule)
         if spec is None:
-            return DEFAULT_GRACE
-        if status == FireStatus.RETRYING:  # the retry waits out its backoff first
+            # An ad-hoc run (or a schedule since removed): its message's time limit.
+            grace = DEFAULT_GRACE + timedelta(milliseconds=fire.time_limit_ms or 0)
+            if fire.status == FireStatus.RETRYING:
+                grace += timedelta(milliseconds=fire.max_backoff_ms or 0)
+            return grace
+        if fire.status == FireStatus.RETRYING:  # the retry waits out its backoff first
             return spec.overdue_grace() + spec.max_backoff
         return spec.overdue_grace()
 
@@ -157,7 +161,7 @@ class UnfinishedFires:
         for fire in q.unfinished_fires(self.engine, now - shortest):
             updated = as_utc(fire.updated_at)
             assert updated is not None
-            if updated < now - self.grace(fire.schedule, fire.status):
+            if updated < now - self.grace(fire):
                 late.setdefault(fire.schedule, []).append(fire)
         for schedule, fires in late.items():
             oldest = fires[0]
