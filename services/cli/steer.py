@@ -62,6 +62,44 @@ def cmd_trigger(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
+    from services.adhoc import send_tracked_with
+    from services.runtime import load_schedule_file, prepare_broker
+
+    # The actor modules schedules.yaml imports are the ones a run can name.
+    broker = prepare_broker(settings, load_schedule_file(settings))
+    run = send_tracked_with(
+        args.name,
+        args.args,
+        args.kwargs,
+        key=args.key,
+        broker=broker,
+        engine=open_engine(settings),
+        who=cli_actor(),
+        # Embedded: the in-memory queue lives in the running `cronwork up`, which sends it.
+        send=not settings.embedded,
+    )
+    if args.json:
+        print_json(
+            {
+                "fire_id": run.fire_id,
+                "message_id": run.message_id,
+                "actor": run.actor,
+                "key": run.key,
+                "duplicate": run.duplicate,
+                "status": run.status.value,
+            }
+        )
+    elif run.duplicate:
+        print(f"duplicate of fire {run.fire_id} ({run.status.value}): key {run.key} is held")
+    else:
+        where = run.status.value
+        if not run.enqueued:
+            where += " (the leader sends it within seconds)"
+        print(f"sent {run.actor}: fire {run.fire_id}, message {run.message_id}, {where}")
+    return 0
+
+
 def cmd_pause(settings: Settings, args: argparse.Namespace) -> int:
     from services.store.schedule_rows import set_paused
     from services.timeutil import iso, parse_until, utcnow

@@ -12,7 +12,7 @@ from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import Connection, Engine, and_, select, text, tuple_
+from sqlalchemy import Connection, Engine, and_, or_, select, text, tuple_
 
 from services.redact import redact
 from services.schedules.describe import describe_cron, describe_trigger
@@ -21,7 +21,7 @@ from services.schedules.triggers import build_trigger
 from services.store.schedule_rows import in_force
 from services.store.tables import apscheduler_jobs, attempts, fires, incidents, instances, schedules
 from services.timeutil import as_utc, iso, utcnow
-from services.vocabulary import IncidentKind
+from services.vocabulary import FireKind, FireStatus, IncidentKind
 
 #: Outcomes in a schedule row's strip (newest first).
 STRIP_LENGTH = 20
@@ -209,12 +209,34 @@ def history(
     schedule: str | None = None,
     limit: int = 20,
     before: int | None = None,
+    *,
+    actor: str | None = None,
+    actor_schedules: Sequence[str] = (),
+    status: FireStatus | None = None,
+    kind: FireKind | None = None,
+    since: datetime | None = None,
 ) -> list[dict[str, Any]]:
     """Newest fires first, each with its attempts. ``before`` (a fire id) pages back: the
-    fires older than that one, by (scheduled_for, id), through the indexes on both."""
+    fires older than that one, by (scheduled_for, id), through the indexes on both.
+
+    Filters, all optional and combined: ``actor`` matches the ad-hoc runs of that actor
+    (``fires.actor``) and the fires of ``actor_schedules``, the schedules that run it
+    (schedules.yaml knows them: see :func:`schedules_of`); ``status``, ``kind``; ``since``:
+    scheduled at or after it."""
     stmt = select(fires).order_by(fires.c.scheduled_for.desc(), fires.c.id.desc()).limit(limit)
     if schedule is not None:
         stmt = stmt.where(fires.c.schedule == schedule)
+    if actor is not None:
+        mine = fires.c.actor == actor
+        stmt = stmt.where(
+            or_(mine, fires.c.schedule.in_(actor_schedules)) if actor_schedules else mine
+        )
+    if status is not None:
+        stmt = stmt.where(fires.c.status == status)
+    if kind is not None:
+        stmt = stmt.where(fires.c.kind == kind)
+    if since is not None:
+        stmt = stmt.where(fires.c.scheduled_for >= utc_bound(since))
     with engine.connect() as conn:
         if before is not None:
             cursor = conn.execute(
@@ -228,6 +250,24 @@ def history(
         rows = conn.execute(stmt).all()
         by_fire = fire_attempts(conn, [r.id for r in rows])
     return [fire_json(r, by_fire[r.id]) for r in rows]
+
+
+def schedules_of(specs: Iterable[ScheduleSpec], actor: str) -> list[str]:
+    """The names of the schedules that run ``actor``."""
+    return [s.name for s in specs if s.actor == actor]
+
+
+def utc_bound(at: datetime) -> datetime:
+    """``at`` in UTC (naive: taken as UTC), clamped to the range Python can hold: a bound
+    such as 0001-01-01T00:00-05:00 has no UTC form, and means "from the beginning"."""
+    if at.tzinfo is None:
+        return at.replace(tzinfo=UTC)
+    try:
+        return at.astimezone(UTC)
+    except OverflowError:
+        return (
+            datetime.min.replace(tzinfo=UTC) if at.year == 1 else datetime.max.replace(tzinfo=UTC)
+        )
 
 
 def fire_attempts(conn: Connection, ids: Iterable[int]) -> dict[int, list[dict[str, Any]]]:
@@ -273,6 +313,9 @@ def fire_json(r: Any, attempt_list: list[dict[str, Any]]) -> dict[str, Any]:
         "delay_ms": duration_ms(r.scheduled_for, r.started_at),
         "fired_by": None if r.fired_by is None else redact(r.fired_by),
         "rerun_of": r.rerun_of,
+        # Ad-hoc runs (services/adhoc.py): the actor sent and the caller's key.
+        "actor": r.actor,
+        "idempotency_key": None if r.idempotency_key is None else redact(r.idempotency_key),
         "attempts": attempt_list,
     }
 
