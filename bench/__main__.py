@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from bench import burst, dashboard, tracking
+from bench import burst, dashboard, history, tracking
 
 logging.basicConfig(level=logging.WARNING)
 
@@ -13,3 +13,5 @@ print()
 print(tracking.main([]))
 print()
 print(dashboard.main([]))
+print()
+print(history.main([]))

@@ -33,12 +33,13 @@ IN_LIST_LIMIT = 1000
 _STRIP_PG = text(
     """
     SELECT f.id, f.schedule, f.scheduled_for, f.status, f.started_at, f.finished_at
-    FROM unnest(CAST(:names AS varchar[])) AS n(name)
+    FROM unnest(CAST(:names AS varchar[])) WITH ORDINALITY AS n(name, ord)
     CROSS JOIN LATERAL (
         SELECT id, schedule, scheduled_for, status, started_at, finished_at
         FROM cronwork_fires WHERE schedule = n.name
         ORDER BY scheduled_for DESC LIMIT :per
     ) AS f
+    ORDER BY n.ord, f.scheduled_for DESC
     """
 )
 #: SQLite (embedded: small history) has no LATERAL; a window over the names' fires.
@@ -191,15 +192,18 @@ def recent_fires(conn: Connection, names: Sequence[str], per: int) -> dict[str, 
     typed = [fires.c.id, fires.c.schedule, fires.c.scheduled_for, fires.c.status]
     typed += [fires.c.started_at, fires.c.finished_at]
     if conn.dialect.name == "postgresql":
+        # In order already (newest first per name): 20 rows for each of 10,000 schedules
+        # are not sorted again here.
         stmt = _STRIP_PG.columns(*typed)
         rows = conn.execute(stmt, {"names": list(names), "per": per}).all()
     else:
         params = {f"n{i}": name for i, name in enumerate(names)}
         listed = ", ".join(f":{key}" for key in params)
         stmt = text(_STRIP_SQLITE.format(names=listed)).columns(*typed)
-        rows = conn.execute(stmt, {**params, "per": per}).all()
+        found = conn.execute(stmt, {**params, "per": per}).all()
+        rows = sorted(found, key=lambda r: as_utc(r.scheduled_for), reverse=True)  # type: ignore[arg-type,return-value]
     out: dict[str, list[Any]] = {}
-    for r in sorted(rows, key=lambda r: as_utc(r.scheduled_for), reverse=True):  # type: ignore[arg-type,return-value]
+    for r in rows:
         out.setdefault(r.schedule, []).append(r)
     return out
 
