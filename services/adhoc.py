@@ -43,7 +43,7 @@ import dramatiq
 from dramatiq.errors import ActorNotFound
 from sqlalchemy import Engine, select
 
-from services.constants import FIRE_OPTION
+from services.constants import FIRE_OPTION, MAX_RUNTIME_OPTION
 from services.errors import CronworkError
 from services.fire_message import FireOptions, ms
 from services.scheduler.dispatch import Dispatcher
@@ -61,6 +61,8 @@ SCHEDULE_PREFIX = "adhoc:"
 #: ``fires.schedule`` and ``fires.idempotency_key`` lengths.
 SCHEDULE_LENGTH = 64
 KEY_LENGTH = 200
+#: Key in the message's ``cronwork`` option: the actor's ``max_runtime`` (milliseconds).
+RUNTIME_KEY = "max_runtime_ms"
 #: Microseconds a run moves on when its actor already has a run at that very time.
 _MAX_BUMPS = 1000
 _MICROSECOND = timedelta(microseconds=1)
@@ -187,15 +189,18 @@ def adhoc_message(
     """Everything needed to send (and re-send) an ad-hoc run, as a fire's ``message``.
 
     Retries and time limit are the actor's own options, written into the message (a
-    re-send from the row needs no actor), with cronwork's schedule defaults otherwise.
+    re-send from the row needs no actor), with cronwork's schedule defaults otherwise;
+    its ``max_runtime`` (milliseconds) too, for the watchdog.
     """
     o = actor.options
-    fire = FireOptions(adhoc_schedule(actor.actor_name), at, FireKind.ADHOC, key=key)
+    fire = FireOptions(adhoc_schedule(actor.actor_name), at, FireKind.ADHOC, key=key).to_option()
+    if o.get(MAX_RUNTIME_OPTION) is not None:
+        fire[RUNTIME_KEY] = int(o[MAX_RUNTIME_OPTION])  # the watchdog's "stuck" past it
     options: dict[str, Any] = {
         "max_retries": int(o.get("max_retries", DEFAULT_MAX_RETRIES)),
         "min_backoff": int(o.get("min_backoff", ms(DEFAULT_MIN_BACKOFF))),
         "max_backoff": int(o.get("max_backoff", ms(DEFAULT_MAX_BACKOFF))),
-        FIRE_OPTION: fire.to_option(),
+        FIRE_OPTION: fire,
     }
     if o.get("time_limit") is not None:
         options["time_limit"] = int(o["time_limit"])

@@ -8,6 +8,7 @@ from typing import Any
 
 from sqlalchemy import Engine, and_, case, func, literal, select, update
 
+from services.constants import FIRE_OPTION
 from services.fire_message import FireOptions, with_resends
 from services.store.tables import attempts, fires, incidents, schedules
 from services.timeutil import as_utc
@@ -32,18 +33,30 @@ class RunningAttempt:
     schedule: str
     started_at: datetime
     instance_id: str
+    #: An ad-hoc run's: its actor, and its ``max_runtime`` (services/adhoc.py).
+    actor: str | None = None
+    max_runtime_ms: int | None = None
 
 
 def running_attempts(engine: Engine) -> list[RunningAttempt]:
-    stmt = select(
-        attempts.c.id,
-        attempts.c.message_id,
-        attempts.c.attempt,
-        attempts.c.fire_id,
-        attempts.c.schedule,
-        attempts.c.started_at,
-        attempts.c.instance_id,
-    ).where(attempts.c.status == AttemptStatus.RUNNING)
+    stmt = (
+        select(
+            attempts.c.id,
+            attempts.c.message_id,
+            attempts.c.attempt,
+            attempts.c.fire_id,
+            attempts.c.schedule,
+            attempts.c.started_at,
+            attempts.c.instance_id,
+            fires.c.actor,
+            fires.c.message["options"][FIRE_OPTION]["max_runtime_ms"].as_integer().label("runtime"),
+        )
+        .select_from(
+            # Running attempts are few (a partial index holds them); each finds its fire by id.
+            attempts.join(fires, fires.c.id == attempts.c.fire_id)
+        )
+        .where(attempts.c.status == AttemptStatus.RUNNING)
+    )
     with engine.connect() as conn:
         return [
             RunningAttempt(
@@ -54,6 +67,8 @@ def running_attempts(engine: Engine) -> list[RunningAttempt]:
                 r.schedule,
                 as_utc(r.started_at),  # type: ignore[arg-type]
                 r.instance_id,
+                r.actor,
+                r.runtime,
             )
             for r in conn.execute(stmt)
         ]

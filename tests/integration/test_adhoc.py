@@ -6,6 +6,7 @@ callers send it at once; a worker tracks an ad-hoc run like any fire.
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -21,13 +22,18 @@ from services.broker import sender_broker
 from services.scheduler.dispatch import Dispatcher
 from services.schedules.spec import DEFAULT_GRACE
 from services.settings import Settings
+from services.store.engines import make_engine
 from services.store.fence import Fence
 from services.store.watch_queries import unfinished_fires
 from services.timeutil import utcnow
 from services.vocabulary import FireKind, FireStatus
 from services.watch.alerter import FailureInfo
 from services.watch.runs import UnfinishedFires
+from services.worker.alert_hook import install
+from tests.integration.alert_servers import SlackServer, slack_server_fixture  # noqa: F401
 from tests.integration.conftest import DEAD_REDIS, attempt_rows, fire_rows, make_settings
+from tests.integration.test_watchdog import Dog
+from tests.integration.test_watchdog import dog_settings as dog_settings  # a fixture
 from tests.integration.worker_harness import (  # noqa: F401 (fixtures)
     Harness,
     harness_factory_fixture,
@@ -245,3 +251,44 @@ def test_an_adhoc_run_is_unfinished_only_past_its_own_time_limit(harness: Harnes
     [fire] = unfinished_fires(harness.engine, utcnow() + timedelta(hours=1))
     assert fire.id == run.fire_id
     assert checks.grace(fire) == DEFAULT_GRACE + timedelta(minutes=10)
+
+
+def test_an_adhoc_run_past_its_actors_max_runtime_is_stuck_and_its_failure_alerted(
+    engine: Engine, pg_url: str, dog_settings: Settings, slack_server: SlackServer
+) -> None:
+    """The watchdog and the alerts see ad-hoc runs: stuck by the actor's ``max_runtime``,
+    a final failure alerted naming the actor and the key."""
+    release = threading.Event()
+    h = Harness(engine, make_settings(dog_settings.redis_prefix), lambda: make_engine(pg_url))
+    try:
+
+        @h.actor("hangs", max_runtime=1000, max_retries=0)
+        def hangs() -> None:
+            release.wait(30)
+            raise RuntimeError("gave up")
+
+        dog = Dog(engine, dog_settings, slack_server)
+        install(h.broker, dog_settings, {}, lambda: engine, "worker-1")
+        h.start()
+        run = send_tracked(hangs, key="nightly-export", broker=h.broker, engine=engine)
+        wait_status(engine, run.fire_id, ("running",))
+        assert dog.check().found == set()  # not yet past max_runtime
+        report = dog.check(utcnow() + timedelta(seconds=1.5))
+        assert report.found == {("stuck", "adhoc:hangs")}
+        [stuck] = dog.incidents("stuck")
+        assert stuck.fire_id == run.fire_id and stuck.details["actor"] == "hangs"
+
+        release.set()
+        assert wait_status(engine, run.fire_id).status == "failed"
+        failed = wait_for(lambda: dog.incidents("failed"), what="the failure's incident")
+        assert failed[0].subject == f"fire {run.fire_id} attempt 1 of hangs key nightly-export"
+        assert failed[0].schedule == "adhoc:hangs"
+        alert = wait_for(
+            lambda: [m for m in slack_server.messages if "hangs failed" in m["text"]],
+            what="its Slack alert",
+        )
+        fields = json.dumps(alert[0]["blocks"])
+        assert "*Actor*\\n`hangs`" in fields and "*Key*\\n`nightly-export`" in fields
+    finally:
+        release.set()
+        h.close()
