@@ -25,8 +25,7 @@ from typing import Any
 
 from sqlalchemy import Engine, text
 
-from bench._support import database, table
-from bench.dashboard import JOBS
+from bench._support import JOBS, database, table
 from services.schedules.spec import ScheduleSpec
 from services.store import watch_queries as watch
 from services.store.engines import make_engine
@@ -138,6 +137,8 @@ def queries(engine: Engine, schedules: dict[str, ScheduleSpec]) -> dict[str, Cal
     day_ago = now - timedelta(days=1)
     actor7 = schedules_of(schedules.values(), "actor7")
     fence = Fence(engine, "bench")
+    page_one = history(engine, limit=20)
+    cursor = int(page_one[-1]["id"]) if page_one else 1
     return {
         "status": lambda: status(engine, schedules, 10.0),
         "schedules page": lambda: schedules_page(engine, schedules, SchedulesQuery(), 10.0),
@@ -162,7 +163,7 @@ def queries(engine: Engine, schedules: dict[str, ScheduleSpec]) -> dict[str, Cal
             kind=FireKind.ADHOC,
             since=now - timedelta(days=2),
         ),
-        "history page 2 (before)": lambda: history(engine, limit=20, before=_twentieth(engine)),
+        "history page 2 (before)": lambda: history(engine, limit=20, before=cursor),
         "watchdog: running attempts": lambda: watch.running_attempts(engine),
         "watchdog: pending by schedule": lambda: watch.pending_by_schedule(engine, now),
         "watchdog: missed and failed": lambda: watch.uncovered_missed_and_failed(engine, now),
@@ -179,11 +180,6 @@ def queries(engine: Engine, schedules: dict[str, ScheduleSpec]) -> dict[str, Cal
         "leader: pending fires": lambda: fence.pending(0, now=now),
         "leader: waiting fires": lambda: fence.waiting(timedelta(seconds=30)),
     }
-
-
-def _twentieth(engine: Engine) -> int:
-    newest = history(engine, limit=20)
-    return int(newest[-1]["id"]) if newest else 1
 
 
 def timed(run: Callable[[], Any]) -> float:

@@ -12,13 +12,14 @@ from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import Connection, Engine, and_, or_, select, text, tuple_
+from sqlalchemy import Connection, Engine, and_, or_, select, tuple_
 
 from services.redact import redact
 from services.schedules.describe import describe_cron, describe_trigger
 from services.schedules.spec import ScheduleSpec
 from services.schedules.triggers import build_trigger
 from services.store.schedule_rows import in_force
+from services.store.strips import recent_fires
 from services.store.tables import apscheduler_jobs, attempts, fires, incidents, instances, schedules
 from services.timeutil import as_utc, iso, utcnow
 from services.vocabulary import FireKind, FireStatus, IncidentKind
@@ -27,29 +28,6 @@ from services.vocabulary import FireKind, FireStatus, IncidentKind
 STRIP_LENGTH = 20
 #: Above this many names, read whole small tables instead of a long IN list.
 IN_LIST_LIMIT = 1000
-
-#: The strip's fires: one LATERAL probe of the (schedule, scheduled_for) index per name,
-#: so a schedule with months of history costs as much as one with a day.
-_STRIP_PG = text(
-    """
-    SELECT f.id, f.schedule, f.scheduled_for, f.status, f.started_at, f.finished_at
-    FROM unnest(CAST(:names AS varchar[])) WITH ORDINALITY AS n(name, ord)
-    CROSS JOIN LATERAL (
-        SELECT id, schedule, scheduled_for, status, started_at, finished_at
-        FROM cronwork_fires WHERE schedule = n.name
-        ORDER BY scheduled_for DESC LIMIT :per
-    ) AS f
-    ORDER BY n.ord, f.scheduled_for DESC
-    """
-)
-#: SQLite (embedded: small history) has no LATERAL; a window over the names' fires.
-_STRIP_SQLITE = """
-    SELECT id, schedule, scheduled_for, status, started_at, finished_at FROM (
-        SELECT id, schedule, scheduled_for, status, started_at, finished_at,
-               row_number() OVER (PARTITION BY schedule ORDER BY scheduled_for DESC) AS n
-        FROM cronwork_fires WHERE schedule IN ({names})
-    ) WHERE n <= :per
-"""
 
 
 def leader(engine: Engine, lease_ttl: float) -> dict[str, Any] | None:
@@ -121,7 +99,7 @@ def schedule_rows(
             except Exception as exc:  # one schedule's trigger must not fail the whole report
                 broken = f"{type(exc).__name__}: {exc}"
         strip = strips.get(spec.name, [])
-        finished = next((f for f in strip if f.started_at and f.finished_at), None)
+        finished = next((f for f in strip if f.duration_ms is not None), None)
         newest = strip[0] if strip else None
         found = open_incidents.get(spec.name, [])
         # Overdue: the watchdog says so, or the stored next run is older than the grace,
@@ -144,15 +122,13 @@ def schedule_rows(
                 if newest is None
                 else {
                     "id": newest.id,
-                    "scheduled_for": iso(newest.scheduled_for),
+                    "scheduled_for": newest.scheduled_for,
                     "status": newest.status,
-                    "duration_ms": duration_ms(newest.started_at, newest.finished_at),
+                    "duration_ms": newest.duration_ms,
                 },
-                "last_duration_ms": None
-                if finished is None
-                else duration_ms(finished.started_at, finished.finished_at),
+                "last_duration_ms": None if finished is None else finished.duration_ms,
                 "strip": [
-                    {"id": f.id, "scheduled_for": iso(f.scheduled_for), "status": f.status}
+                    {"id": f.id, "scheduled_for": f.scheduled_for, "status": f.status}
                     for f in strip
                 ],
                 "overdue": spec.enabled
@@ -182,30 +158,6 @@ def _words(spec: ScheduleSpec) -> str:
     return (
         _cron_words(spec.cron) if spec.trigger == "cron" and spec.cron else describe_trigger(spec)
     )
-
-
-def recent_fires(conn: Connection, names: Sequence[str], per: int) -> dict[str, list[Any]]:
-    """The newest ``per`` fires of each name, newest first."""
-    if not names:
-        return {}
-    # Typed result columns: SQLite hands back text for times unless told.
-    typed = [fires.c.id, fires.c.schedule, fires.c.scheduled_for, fires.c.status]
-    typed += [fires.c.started_at, fires.c.finished_at]
-    if conn.dialect.name == "postgresql":
-        # In order already (newest first per name): 20 rows for each of 10,000 schedules
-        # are not sorted again here.
-        stmt = _STRIP_PG.columns(*typed)
-        rows = conn.execute(stmt, {"names": list(names), "per": per}).all()
-    else:
-        params = {f"n{i}": name for i, name in enumerate(names)}
-        listed = ", ".join(f":{key}" for key in params)
-        stmt = text(_STRIP_SQLITE.format(names=listed)).columns(*typed)
-        found = conn.execute(stmt, {**params, "per": per}).all()
-        rows = sorted(found, key=lambda r: as_utc(r.scheduled_for), reverse=True)  # type: ignore[arg-type,return-value]
-    out: dict[str, list[Any]] = {}
-    for r in rows:
-        out.setdefault(r.schedule, []).append(r)
-    return out
 
 
 def history(

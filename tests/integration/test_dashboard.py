@@ -15,6 +15,7 @@ from sqlalchemy import select
 
 from services.adhoc import send_tracked
 from services.broker import standard_middleware
+from services.store.fence import Fence, request
 from services.store.incidents import IncidentStore
 from services.store.migrate import upgrade
 from services.store.schedule_rows import paused_names, resume_expired, set_paused
@@ -332,3 +333,28 @@ def test_api_history_filters_and_the_fire_page_of_an_adhoc_run(site: Site) -> No
     assert detail["message"]["actor"] == "report" and detail["in_schedules_yaml"] is False
     page = site.client.get(f"/fires/{run.fire_id}")
     assert page.status_code == 200 and "adhoc:report" in page.text
+
+
+def test_the_strip_writes_times_and_durations_as_history_does(site: Site) -> None:
+    """Postgres writes the strip's times and durations itself (services/store/strips.py):
+    exactly as the Python of ``history`` writes them, microseconds or none."""
+    base = utcnow().replace(second=0, microsecond=0) - timedelta(hours=1)
+    for i, at in enumerate(
+        (base, base + timedelta(microseconds=1), base + timedelta(seconds=7, microseconds=250000))
+    ):
+        site.fire("ticker", FireStatus.SUCCEEDED if i else FireStatus.FAILED, at=at)
+    ticker = site.dash.specs["ticker"]
+    pending = Fence(site.engine, "t").claim(
+        [request(ticker, base + timedelta(minutes=1), FireKind.SCHEDULED)]
+    )
+    assert pending
+    [row] = status(site.engine, {"ticker": ticker}, 10)["schedules"]
+    by_id = {f["id"]: f for f in history(site.engine, "ticker")}
+    assert [(s["id"], s["scheduled_for"]) for s in row["strip"]] == [
+        (f["id"], f["scheduled_for"]) for f in by_id.values()
+    ]
+    assert row["strip"][-1]["scheduled_for"].endswith(":00Z")
+    assert row["strip"][-2]["scheduled_for"].endswith(".000001Z")
+    newest = by_id[row["last_fire"]["id"]]
+    assert row["last_fire"]["duration_ms"] == newest["duration_ms"] is None
+    assert row["last_duration_ms"] == by_id[row["strip"][1]["id"]]["duration_ms"] == 3000
