@@ -56,8 +56,8 @@ from services.vocabulary import FireKind, FireStatus
 
 logger = logging.getLogger(__name__)
 
-#: The prefix of an ad-hoc run's ``schedule``: no schedule name can hold a colon.
-SCHEDULE_PREFIX = "adhoc:"
+#: The prefix of an ad-hoc run's ``schedule`` (``adhoc:``): no schedule name holds a colon.
+SCHEDULE_PREFIX = f"{FireKind.ADHOC.value}:"
 #: ``fires.schedule`` and ``fires.idempotency_key`` lengths.
 SCHEDULE_LENGTH = 64
 KEY_LENGTH = 200

@@ -10,7 +10,8 @@ import getpass
 import socket
 from zoneinfo import ZoneInfo
 
-from services.cli.common import find_spec, open_engine, print_json, print_table
+from services.cli.common import find_spec, masked, open_engine, print_json, print_table
+from services.redact import shown
 from services.settings import Settings
 
 
@@ -80,23 +81,22 @@ def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
         send=not settings.embedded,
     )
     if args.json:
-        print_json(
-            {
-                "fire_id": run.fire_id,
-                "message_id": run.message_id,
-                "actor": run.actor,
-                "key": run.key,
-                "duplicate": run.duplicate,
-                "status": run.status.value,
-            }
-        )
+        shape = {
+            "fire_id": run.fire_id,
+            "message_id": run.message_id,
+            "actor": run.actor,
+            "key": run.key,
+            "duplicate": run.duplicate,
+            "status": run.status.value,
+        }
+        print_json(masked(shape))
     elif run.duplicate:
-        print(f"duplicate of fire {run.fire_id} ({run.status.value}): key {run.key} is held")
+        print(shown(f"duplicate of fire {run.fire_id} ({run.status.value}): key {run.key} is held"))
     else:
         where = run.status.value
         if not run.enqueued:
             where += " (the leader sends it within seconds)"
-        print(f"sent {run.actor}: fire {run.fire_id}, message {run.message_id}, {where}")
+        print(shown(f"sent {run.actor}: fire {run.fire_id}, message {run.message_id}, {where}"))
     return 0
 
 
