@@ -172,6 +172,7 @@ def uncovered_missed_and_failed(engine: Engine, now: datetime) -> list[Any]:
             fires.c.finished_at,
             fires.c.error,
             fires.c.error_type,
+            fires.c.actor,
         )
         .select_from(
             fires.outerjoin(

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -292,3 +293,22 @@ def test_an_adhoc_run_past_its_actors_max_runtime_is_stuck_and_its_failure_alert
     finally:
         release.set()
         h.close()
+
+
+def test_an_adhoc_run_is_stopped_by_its_actors_time_limit(harness: Harness) -> None:
+    @harness.actor("too_slow", time_limit=200, max_retries=0)
+    def too_slow() -> None:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            time.sleep(0.02)
+
+    harness.start()
+    run = send_tracked(too_slow, engine=harness.engine)
+    row = wait_status(harness.engine, run.fire_id, ("timed_out", "failed", "succeeded"))
+    assert (row.status, row.attempts, row.message["options"]["time_limit"]) == (
+        "timed_out",
+        1,
+        200,
+    )
+    [att] = attempt_rows(harness.engine, run.message_id)
+    assert att.status == "timed_out"
