@@ -333,6 +333,7 @@ def test_api_history_filters_and_the_fire_page_of_an_adhoc_run(site: Site) -> No
     assert detail["message"]["actor"] == "report" and detail["in_schedules_yaml"] is False
     page = site.client.get(f"/fires/{run.fire_id}")
     assert page.status_code == 200 and "adhoc:report" in page.text
+    assert "report-2026-11" in page.text and "Re-run" not in page.text
 
 
 def test_the_strip_writes_times_and_durations_as_history_does(site: Site) -> None:
