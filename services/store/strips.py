@@ -61,9 +61,8 @@ def recent_fires(conn: Connection, names: Sequence[str], per: int) -> dict[str, 
         return out
     if conn.dialect.name == "postgresql":
         # In order already (newest first per name): not sorted again here.
-        for id_, schedule, status, at, ms in conn.execute(
-            _STRIP_PG, {"names": list(names), "per": per}
-        ):
+        rows = conn.execute(_STRIP_PG, {"names": list(names), "per": per}).all()
+        for id_, schedule, status, at, ms in rows:
             out.setdefault(schedule, []).append(StripFire(id_, at, status, ms))
         return out
     params = {f"n{i}": name for i, name in enumerate(names)}
