@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from bench import burst, dashboard, retention, tracking
+from bench import burst, dashboard, history, retention, tracking
 
 logging.basicConfig(level=logging.WARNING)
 
@@ -15,3 +15,5 @@ print()
 print(dashboard.main([]))
 print()
 print(retention.main([]))
+print()
+print(history.main([]))

@@ -15,6 +15,14 @@ from services.store.migrate import upgrade
 PG_SERVER = os.environ.get("CRONWORK_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432")
 REDIS_SERVER = os.environ.get("CRONWORK_TEST_REDIS", "redis://127.0.0.1:6379/0")
 
+#: One APScheduler job per schedule ``sched00000``..., due within the hour.
+JOBS = """
+INSERT INTO apscheduler_jobs (id, next_run_time, job_state)
+SELECT 'sched' || lpad(g::text, 5, '0'), extract(epoch FROM now()) + 60 + g % 3600,
+       convert_to('{"format": 1, "fingerprint": ""}', 'UTF8')
+FROM generate_series(0, :schedules - 1) AS g
+"""
+
 
 @contextmanager
 def database(migrate: bool = True) -> Iterator[str]:

@@ -20,7 +20,7 @@ from typing import Any
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine, text
 
-from bench._support import database, table
+from bench._support import JOBS, database, table
 from services.schedules.spec import ScheduleSpec
 from services.settings import Settings
 from services.store.engines import make_engine
@@ -60,12 +60,6 @@ SELECT
     CASE WHEN g % 10 = 3 THEN 'the gateway said no' END,
     CASE WHEN g % 10 = 3 THEN 'RuntimeError' END
 FROM generate_series(0, :fires - 1) AS g
-"""
-JOBS = """
-INSERT INTO apscheduler_jobs (id, next_run_time, job_state)
-SELECT 'sched' || lpad(g::text, 5, '0'), extract(epoch FROM now()) + 60 + g % 3600,
-       convert_to('{"format": 1, "fingerprint": ""}', 'UTF8')
-FROM generate_series(0, :schedules - 1) AS g
 """
 INCIDENTS = """
 INSERT INTO cronwork_incidents (kind, schedule, opened_at, last_seen_at, count, details)

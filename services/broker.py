@@ -19,7 +19,7 @@ from dramatiq.middleware import (
     TimeLimit,
 )
 
-from services.constants import LOCK_OPTION
+from services.constants import LOCK_OPTION, MAX_RUNTIME_OPTION
 from services.schedules.spec import DEFAULT_MAX_RETRIES
 from services.settings import Settings
 
@@ -37,12 +37,12 @@ def dramatiq_namespace(settings: Settings) -> str:
 
 
 class CronworkActorOptions(Middleware):
-    """Declares the actor options cronwork reads (``lock``), so ``@dramatiq.actor`` accepts
-    them on every broker an actor module is imported onto."""
+    """Declares the actor options cronwork reads (``lock``, ``max_runtime``), so
+    ``@dramatiq.actor`` accepts them on every broker an actor module is imported onto."""
 
     @property
     def actor_options(self) -> set[str]:
-        return {LOCK_OPTION}
+        return {LOCK_OPTION, MAX_RUNTIME_OPTION}
 
 
 def standard_middleware() -> list[Middleware]:

@@ -17,6 +17,9 @@ LOCK_KEY = "lock"
 LOCK_RELEASED_CHANNEL = "lock-released"
 #: Schedule option and actor option (``lock: {key: ..., ttl: ...}``) that runs a job under a lock.
 LOCK_OPTION = "lock"
+#: Actor option (milliseconds): an ad-hoc run of the actor still running after this long
+#: is reported stuck by the watchdog (a schedule says ``max_runtime:`` instead).
+MAX_RUNTIME_OPTION = "max_runtime"
 #: Message option carrying the fire's identity; its presence marks a cronwork message.
 FIRE_OPTION = "cronwork"
 #: At most this many missed fires of one gap are recorded one by one (the oldest);

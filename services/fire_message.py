@@ -36,6 +36,8 @@ class FireOptions:
     #: Times the fire was sent again because a worker running it died. Not Dramatiq's
     #: ``retries``: a lost worker never uses up one of the schedule's retries.
     resends: int = 0
+    #: An ad-hoc run's idempotency key (services/adhoc.py), for readable logs and alerts.
+    key: str | None = None
 
     def to_option(self) -> dict[str, Any]:
         option: dict[str, Any] = {
@@ -46,6 +48,8 @@ class FireOptions:
         }
         if self.resends:
             option["resends"] = self.resends
+        if self.key is not None:
+            option["key"] = self.key
         return option
 
     @classmethod
@@ -60,6 +64,7 @@ class FireOptions:
             kind=FireKind(raw.get("kind", FireKind.SCHEDULED)),
             overlap=str(raw.get("overlap", "allow")),
             resends=int(raw.get("resends", 0)),
+            key=None if raw.get("key") is None else str(raw["key"]),
         )
 
 

@@ -76,6 +76,9 @@ class FireKind(StrEnum):
     CATCHUP = "catchup"
     #: ``cronwork trigger`` (or the dashboard's "trigger now").
     MANUAL = "manual"
+    #: A tracked ad-hoc run of an actor, sent from application code or ``cronwork run``
+    #: (services/adhoc.py): no schedule, scheduled for the moment it was sent.
+    ADHOC = "adhoc"
 
 
 #: A fire in one of these may be re-run from the dashboard (a new manual fire at now that

@@ -12,11 +12,21 @@ import logging
 import os
 import sys
 from collections.abc import Callable, Sequence
+from enum import StrEnum
 
 from pydantic import ValidationError
 
 from services import __version__
-from services.cli.arguments import CheckedParser, count, iso_time
+from services.cli.arguments import (
+    JSON_TAIL,
+    CheckedParser,
+    choice,
+    count,
+    iso_time,
+    json_object,
+    json_value,
+    printable_text,
+)
 from services.cli.processes import (
     cmd_check,
     cmd_migrate,
@@ -26,11 +36,19 @@ from services.cli.processes import (
     cmd_worker,
 )
 from services.cli.reports import cmd_history, cmd_incidents, cmd_next, cmd_status
-from services.cli.steer import add_steer_options, cmd_audit, cmd_pause, cmd_resume, cmd_trigger
+from services.cli.steer import (
+    add_steer_options,
+    cmd_audit,
+    cmd_pause,
+    cmd_resume,
+    cmd_run,
+    cmd_trigger,
+)
 from services.errors import ConfigError, CronworkError
 from services.logs import configure_logging, configure_redaction
 from services.redact import printable, shown
 from services.settings import Settings, describe
+from services.vocabulary import FireKind, FireStatus
 
 logger = logging.getLogger("cronwork")
 
@@ -89,6 +107,10 @@ def first_line(text: str) -> str:
     return text.strip().split("\n", 1)[0] or text
 
 
+def _listed(values: type[StrEnum]) -> str:
+    return ", ".join(v.value for v in values)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = CheckedParser(prog="cronwork", description="Recurring work, on time, once.")
     p.add_argument("--version", action="version", version=f"cronwork {__version__}")
@@ -124,6 +146,16 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--json", action="store_true")
     h = cmd("history", cmd_history, "newest fires first, with their attempts")
     h.add_argument("--schedule")
+    h.add_argument(
+        "--actor", help="ad-hoc runs of this actor and fires of the schedules that run it"
+    )
+    h.add_argument("--status", type=choice(FireStatus), help="one of: " + _listed(FireStatus))
+    h.add_argument("--kind", type=choice(FireKind), help="one of: " + _listed(FireKind))
+    h.add_argument(
+        "--since",
+        type=iso_time,
+        help="scheduled at or after this ISO time (naive: the --schedule's zone, else UTC)",
+    )
     h.add_argument("--limit", type=count(1, 10_000), default=20, help="1-10000 (default 20)")
     h.add_argument("--json", action="store_true")
     i = cmd("incidents", cmd_incidents, "open incidents (watchdog findings, final failures)")
@@ -143,5 +175,18 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--schedule")
     a.add_argument("--limit", type=count(1, 10_000), default=50, help="1-10000 (default 50)")
     a.add_argument("--json", action="store_true")
+    r = cmd("run", cmd_run, "send one tracked ad-hoc run of an actor (kind adhoc)")
+    r.add_argument("name", help="the actor's name")
+    r.add_argument(
+        "args", nargs="*", type=json_value, help="its positional arguments, one JSON value each"
+    )
+    r.add_argument(
+        "--key", type=printable_text(1, 200), help="idempotency key: a key held runs nothing"
+    )
+    r.add_argument(
+        "--kwargs", type=json_object, default={}, help="its keyword arguments, a JSON object"
+    )
+    r.add_argument("--json", action="store_true")
+    r.set_defaults(**{JSON_TAIL: "args"})
     cmd("web", cmd_web, "serve the dashboard (and /healthz, /readyz, /metrics) on its own")
     return p

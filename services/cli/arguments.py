@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime
-from typing import NoReturn
+from enum import StrEnum
+from typing import Any, NoReturn
 
 from services.redact import printable
 
@@ -14,6 +16,8 @@ from services.redact import printable
 TIME_HINT = (
     "an ISO 8601 time like 2026-12-01T09:00:00+01:00 or 2026-12-01 (naive: in the schedule's zone)"
 )
+#: A command's default naming its positional of JSON values that may follow its options.
+JSON_TAIL = "json_tail"
 #: Years a time argument may name: those a schedule can fire in (services.schedules.values).
 FIRST_YEAR, LAST_YEAR = 1970, 8999
 
@@ -28,6 +32,27 @@ class CheckedParser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         print(f"{self.prog}: {printable(message)} (see `{self.prog} --help`)", file=sys.stderr)
         sys.exit(2)
+
+    def parse_known_args(  # type: ignore[override]
+        self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
+    ) -> tuple[argparse.Namespace, list[str]]:
+        """argparse, and a command's JSON values after its options (``cronwork run NAME
+        --key K -- 1 '"a"'``): argparse fills a ``nargs="*"`` positional with the name's
+        chunk, before the options, and hands back what follows them as unrecognized."""
+        ns, extras = super().parse_known_args(args, namespace)
+        dest = getattr(ns, JSON_TAIL, None)
+        if not extras or dest is None:
+            return ns, extras
+        if extras[0] == "--":
+            extras = extras[1:]
+        elif any(e.startswith("--") for e in extras):
+            return ns, extras  # an unknown option: argparse refuses it
+        try:
+            values = [json_value(e) for e in extras]
+        except argparse.ArgumentTypeError as exc:
+            self.error(f"argument {dest}: {exc}")
+        setattr(ns, dest, [*getattr(ns, dest), *values])
+        return ns, []
 
 
 def count(low: int, high: int) -> Callable[[str], int]:
@@ -63,3 +88,51 @@ def iso_time(text: str) -> datetime:
             f"({FIRST_YEAR}-{LAST_YEAR})"
         )
     return parsed
+
+
+def choice(values: type[StrEnum]) -> Callable[[str], StrEnum]:
+    """One of a vocabulary's values (services/vocabulary.py), named in the refusal."""
+    listed = ", ".join(v.value for v in values)
+
+    def parse(text: str) -> StrEnum:
+        try:
+            return values(text.strip().lower())
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected one of {listed}, got '{text}'") from None
+
+    parse.__name__ = values.__name__
+    return parse
+
+
+def json_value(text: str) -> Any:
+    """One JSON value: an argument of an actor (``'"acme"'``, ``42``, ``'{"a": 1}'``)."""
+    try:
+        return json.loads(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected a JSON value (a string in double quotes: '\"{text}\"'), got '{text}'"
+        ) from None
+
+
+def json_object(text: str) -> dict[str, Any]:
+    """A JSON object: an actor's keyword arguments."""
+    value = json_value(text)
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(
+            f"expected a JSON object like '{{\"a\": 1}}', got '{text}'"
+        )
+    return value
+
+
+def printable_text(low: int, high: int) -> Callable[[str], str]:
+    """A string of ``low`` to ``high`` printable characters (a column holds no more)."""
+
+    def parse(value: str) -> str:
+        if not low <= len(value) <= high or not value.isprintable():
+            raise argparse.ArgumentTypeError(
+                f"expected {low}-{high} printable characters, got {len(value)} characters"
+            )
+        return value
+
+    parse.__name__ = "printable_text"
+    return parse

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
@@ -15,6 +16,8 @@ from services.cli.common import (
     print_table,
 )
 from services.errors import CronworkError
+from services.redact import shown
+from services.schedules.spec import ScheduleSpec
 from services.settings import Settings
 from services.timeutil import iso
 
@@ -82,29 +85,62 @@ def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_history(settings: Settings, args: argparse.Namespace) -> int:
-    from services.store.views import history
+    from services.store.views import history, schedules_of
 
+    specs = _specs_for_history(settings, args)
+    since: datetime | None = args.since
+    if since is not None and since.tzinfo is None:
+        spec = specs.get(args.schedule or "")
+        since = since.replace(tzinfo=ZoneInfo(spec.timezone) if spec else UTC)
+    found = history(
+        open_engine(settings, read_only=True),
+        args.schedule,
+        args.limit,
+        actor=args.actor,
+        actor_schedules=schedules_of(specs.values(), args.actor) if args.actor else (),
+        status=args.status,
+        kind=args.kind,
+        since=since,
+    )
     # Masked again on the way out: rows stored before a secret was configured (or
     # before masking by value existed) still hold it.
-    data = masked(history(open_engine(settings, read_only=True), args.schedule, args.limit))
+    data = masked(found)
     if args.json:
         print_json(data)
         return 0
-    rows = [("SCHEDULED FOR", "SCHEDULE", "KIND", "STATUS", "ATTEMPTS", "ERROR")]
+    keyed = any(f["idempotency_key"] for f in data)
+    header: tuple[str, ...] = ("SCHEDULED FOR", "SCHEDULE", "KIND", "STATUS", "ATTEMPTS", "ERROR")
+    rows: list[tuple[str, ...]] = [header + (("KEY",) if keyed else ())]
     for f in data:
         err = (f["error"] or "").splitlines()[0][:60] if f["error"] else ""
-        rows.append(
-            (
-                f["scheduled_for"],
-                f["schedule"],
-                f["kind"],
-                f["status"],
-                str(len(f["attempts"])),
-                err,
-            )
+        row = (
+            f["scheduled_for"],
+            f["schedule"],
+            f["kind"],
+            f["status"],
+            str(len(f["attempts"])),
+            err,
         )
+        rows.append(row + ((f["idempotency_key"] or "",) if keyed else ()))
     print_table(rows)
     return 0
+
+
+def _specs_for_history(settings: Settings, args: argparse.Namespace) -> dict[str, ScheduleSpec]:
+    """The schedules, when a filter needs them (--actor: which schedules run it; a naive
+    --since: the schedule's zone). History stays readable without a valid schedules.yaml:
+    then --actor finds ad-hoc runs only, and says so."""
+    if not args.actor and not (args.since is not None and args.schedule):
+        return {}
+    try:
+        return load_specs(settings)
+    except (CronworkError, OSError) as exc:
+        print(
+            f"cronwork: {shown(str(settings.schedules_file))} unreadable ({type(exc).__name__}):"
+            " --actor finds ad-hoc runs only",
+            file=sys.stderr,
+        )
+        return {}
 
 
 def cmd_incidents(settings: Settings, args: argparse.Namespace) -> int:

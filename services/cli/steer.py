@@ -10,7 +10,8 @@ import getpass
 import socket
 from zoneinfo import ZoneInfo
 
-from services.cli.common import find_spec, open_engine, print_json, print_table
+from services.cli.common import find_spec, masked, open_engine, print_json, print_table
+from services.redact import shown
 from services.settings import Settings
 
 
@@ -59,6 +60,43 @@ def cmd_trigger(settings: Settings, args: argparse.Namespace) -> int:
         else f"{FireStatus.PENDING.value} (broker unreachable; the leader re-sends it)"
     )
     print(f"fired {spec.name} (fire {fire.id}): {where}")
+    return 0
+
+
+def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
+    from services.adhoc import send_tracked_with
+    from services.runtime import load_schedule_file, prepare_broker
+
+    # The actor modules schedules.yaml imports are the ones a run can name.
+    broker = prepare_broker(settings, load_schedule_file(settings))
+    run = send_tracked_with(
+        args.name,
+        args.args,
+        args.kwargs,
+        key=args.key,
+        broker=broker,
+        engine=open_engine(settings),
+        who=cli_actor(),
+        # Embedded: the in-memory queue lives in the running `cronwork up`, which sends it.
+        send=not settings.embedded,
+    )
+    if args.json:
+        shape = {
+            "fire_id": run.fire_id,
+            "message_id": run.message_id,
+            "actor": run.actor,
+            "key": run.key,
+            "duplicate": run.duplicate,
+            "status": run.status.value,
+        }
+        print_json(masked(shape))
+    elif run.duplicate:
+        print(shown(f"duplicate of fire {run.fire_id} ({run.status.value}): key {run.key} is held"))
+    else:
+        where = run.status.value
+        if not run.enqueued:
+            where += " (the leader sends it within seconds)"
+        print(shown(f"sent {run.actor}: fire {run.fire_id}, message {run.message_id}, {where}"))
     return 0
 
 

@@ -113,6 +113,11 @@ fires = Table(
     # A re-run (a manual fire made for a failed one) names the fire it re-runs. No foreign
     # key: retention deletes old fires, and a re-run outlives the fire it names.
     Column("rerun_of", Id),
+    # Ad-hoc runs only (services/adhoc.py): the actor sent, and the caller's idempotency
+    # key. NULL for schedule fires (their actor is their schedule's), so the indexes below
+    # hold ad-hoc runs only and cost the scheduled fires' hot path nothing.
+    Column("actor", String(200)),
+    Column("idempotency_key", String(200)),
     _one_of("status", FireStatus, "status"),
     _one_of("kind", FireKind, "kind"),
     UniqueConstraint("schedule", "scheduled_for", name="uq_cronwork_fires_schedule_time"),
@@ -127,6 +132,30 @@ fires = Table(
     ),
     Index("ix_cronwork_fires_message_id", "message_id", unique=True),
     Index("ix_cronwork_fires_rerun_of", "rerun_of"),
+    # One run per idempotency key: the second send of a key learns who holds it.
+    Index(
+        "uq_cronwork_fires_idempotency_key",
+        "idempotency_key",
+        unique=True,
+        postgresql_where=text("idempotency_key IS NOT NULL"),
+        sqlite_where=text("idempotency_key IS NOT NULL"),
+    ),
+    # `history --actor` (ad-hoc runs; schedule fires are found by their schedule names).
+    Index(
+        "ix_cronwork_fires_actor_time",
+        "actor",
+        "scheduled_for",
+        postgresql_where=text("actor IS NOT NULL"),
+        sqlite_where=text("actor IS NOT NULL"),
+    ),
+    # `history --kind` for the rare kinds; `scheduled` is most rows: the time index serves it.
+    Index(
+        "ix_cronwork_fires_kind_time",
+        "kind",
+        "scheduled_for",
+        postgresql_where=text(f"kind <> '{FireKind.SCHEDULED.value}'"),
+        sqlite_where=text(f"kind <> '{FireKind.SCHEDULED.value}'"),
+    ),
 )
 
 #: One row per delivery of a fire's message that ran (or was refused, ``skipped``).

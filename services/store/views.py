@@ -12,43 +12,22 @@ from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import Connection, Engine, and_, select, text, tuple_
+from sqlalchemy import Connection, Engine, and_, or_, select, tuple_
 
 from services.redact import redact
 from services.schedules.describe import describe_cron, describe_trigger
 from services.schedules.spec import ScheduleSpec
 from services.schedules.triggers import build_trigger
 from services.store.schedule_rows import in_force
+from services.store.strips import recent_fires
 from services.store.tables import apscheduler_jobs, attempts, fires, incidents, instances, schedules
 from services.timeutil import as_utc, iso, utcnow
-from services.vocabulary import IncidentKind
+from services.vocabulary import FireKind, FireStatus, IncidentKind
 
 #: Outcomes in a schedule row's strip (newest first).
 STRIP_LENGTH = 20
 #: Above this many names, read whole small tables instead of a long IN list.
 IN_LIST_LIMIT = 1000
-
-#: The strip's fires: one LATERAL probe of the (schedule, scheduled_for) index per name,
-#: so a schedule with months of history costs as much as one with a day.
-_STRIP_PG = text(
-    """
-    SELECT f.id, f.schedule, f.scheduled_for, f.status, f.started_at, f.finished_at
-    FROM unnest(CAST(:names AS varchar[])) AS n(name)
-    CROSS JOIN LATERAL (
-        SELECT id, schedule, scheduled_for, status, started_at, finished_at
-        FROM cronwork_fires WHERE schedule = n.name
-        ORDER BY scheduled_for DESC LIMIT :per
-    ) AS f
-    """
-)
-#: SQLite (embedded: small history) has no LATERAL; a window over the names' fires.
-_STRIP_SQLITE = """
-    SELECT id, schedule, scheduled_for, status, started_at, finished_at FROM (
-        SELECT id, schedule, scheduled_for, status, started_at, finished_at,
-               row_number() OVER (PARTITION BY schedule ORDER BY scheduled_for DESC) AS n
-        FROM cronwork_fires WHERE schedule IN ({names})
-    ) WHERE n <= :per
-"""
 
 
 def leader(engine: Engine, lease_ttl: float) -> dict[str, Any] | None:
@@ -120,7 +99,7 @@ def schedule_rows(
             except Exception as exc:  # one schedule's trigger must not fail the whole report
                 broken = f"{type(exc).__name__}: {exc}"
         strip = strips.get(spec.name, [])
-        finished = next((f for f in strip if f.started_at and f.finished_at), None)
+        finished = next((f for f in strip if f.duration_ms is not None), None)
         newest = strip[0] if strip else None
         found = open_incidents.get(spec.name, [])
         # Overdue: the watchdog says so, or the stored next run is older than the grace,
@@ -143,15 +122,13 @@ def schedule_rows(
                 if newest is None
                 else {
                     "id": newest.id,
-                    "scheduled_for": iso(newest.scheduled_for),
+                    "scheduled_for": newest.scheduled_for,
                     "status": newest.status,
-                    "duration_ms": duration_ms(newest.started_at, newest.finished_at),
+                    "duration_ms": newest.duration_ms,
                 },
-                "last_duration_ms": None
-                if finished is None
-                else duration_ms(finished.started_at, finished.finished_at),
+                "last_duration_ms": None if finished is None else finished.duration_ms,
                 "strip": [
-                    {"id": f.id, "scheduled_for": iso(f.scheduled_for), "status": f.status}
+                    {"id": f.id, "scheduled_for": f.scheduled_for, "status": f.status}
                     for f in strip
                 ],
                 "overdue": spec.enabled
@@ -183,38 +160,39 @@ def _words(spec: ScheduleSpec) -> str:
     )
 
 
-def recent_fires(conn: Connection, names: Sequence[str], per: int) -> dict[str, list[Any]]:
-    """The newest ``per`` fires of each name, newest first."""
-    if not names:
-        return {}
-    # Typed result columns: SQLite hands back text for times unless told.
-    typed = [fires.c.id, fires.c.schedule, fires.c.scheduled_for, fires.c.status]
-    typed += [fires.c.started_at, fires.c.finished_at]
-    if conn.dialect.name == "postgresql":
-        stmt = _STRIP_PG.columns(*typed)
-        rows = conn.execute(stmt, {"names": list(names), "per": per}).all()
-    else:
-        params = {f"n{i}": name for i, name in enumerate(names)}
-        listed = ", ".join(f":{key}" for key in params)
-        stmt = text(_STRIP_SQLITE.format(names=listed)).columns(*typed)
-        rows = conn.execute(stmt, {**params, "per": per}).all()
-    out: dict[str, list[Any]] = {}
-    for r in sorted(rows, key=lambda r: as_utc(r.scheduled_for), reverse=True):  # type: ignore[arg-type,return-value]
-        out.setdefault(r.schedule, []).append(r)
-    return out
-
-
 def history(
     engine: Engine,
     schedule: str | None = None,
     limit: int = 20,
     before: int | None = None,
+    *,
+    actor: str | None = None,
+    actor_schedules: Sequence[str] = (),
+    status: FireStatus | None = None,
+    kind: FireKind | None = None,
+    since: datetime | None = None,
 ) -> list[dict[str, Any]]:
     """Newest fires first, each with its attempts. ``before`` (a fire id) pages back: the
-    fires older than that one, by (scheduled_for, id), through the indexes on both."""
+    fires older than that one, by (scheduled_for, id), through the indexes on both.
+
+    Filters, all optional and combined: ``actor`` matches the ad-hoc runs of that actor
+    (``fires.actor``) and the fires of ``actor_schedules``, the schedules that run it
+    (schedules.yaml knows them: see :func:`schedules_of`); ``status``, ``kind``; ``since``:
+    scheduled at or after it."""
     stmt = select(fires).order_by(fires.c.scheduled_for.desc(), fires.c.id.desc()).limit(limit)
     if schedule is not None:
         stmt = stmt.where(fires.c.schedule == schedule)
+    if actor is not None:
+        mine = fires.c.actor == actor
+        stmt = stmt.where(
+            or_(mine, fires.c.schedule.in_(actor_schedules)) if actor_schedules else mine
+        )
+    if status is not None:
+        stmt = stmt.where(fires.c.status == status)
+    if kind is not None:
+        stmt = stmt.where(fires.c.kind == kind)
+    if since is not None:
+        stmt = stmt.where(fires.c.scheduled_for >= utc_bound(since))
     with engine.connect() as conn:
         if before is not None:
             cursor = conn.execute(
@@ -228,6 +206,24 @@ def history(
         rows = conn.execute(stmt).all()
         by_fire = fire_attempts(conn, [r.id for r in rows])
     return [fire_json(r, by_fire[r.id]) for r in rows]
+
+
+def schedules_of(specs: Iterable[ScheduleSpec], actor: str) -> list[str]:
+    """The names of the schedules that run ``actor``."""
+    return [s.name for s in specs if s.actor == actor]
+
+
+def utc_bound(at: datetime) -> datetime:
+    """``at`` in UTC (naive: taken as UTC), clamped to the range Python can hold: a bound
+    such as 0001-01-01T00:00-05:00 has no UTC form, and means "from the beginning"."""
+    if at.tzinfo is None:
+        return at.replace(tzinfo=UTC)
+    try:
+        return at.astimezone(UTC)
+    except OverflowError:
+        return (
+            datetime.min.replace(tzinfo=UTC) if at.year == 1 else datetime.max.replace(tzinfo=UTC)
+        )
 
 
 def fire_attempts(conn: Connection, ids: Iterable[int]) -> dict[int, list[dict[str, Any]]]:
@@ -273,6 +269,9 @@ def fire_json(r: Any, attempt_list: list[dict[str, Any]]) -> dict[str, Any]:
         "delay_ms": duration_ms(r.scheduled_for, r.started_at),
         "fired_by": None if r.fired_by is None else redact(r.fired_by),
         "rerun_of": r.rerun_of,
+        # Ad-hoc runs (services/adhoc.py): the actor sent and the caller's key.
+        "actor": r.actor,
+        "idempotency_key": None if r.idempotency_key is None else redact(r.idempotency_key),
         "attempts": attempt_list,
     }
 

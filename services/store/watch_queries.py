@@ -6,8 +6,9 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Engine, and_, func, select, update
+from sqlalchemy import Engine, and_, case, func, literal, select, update
 
+from services.constants import FIRE_OPTION
 from services.fire_message import FireOptions, with_resends
 from services.store.tables import attempts, fires, incidents, schedules
 from services.timeutil import as_utc
@@ -32,18 +33,30 @@ class RunningAttempt:
     schedule: str
     started_at: datetime
     instance_id: str
+    #: An ad-hoc run's: its actor, and its ``max_runtime`` (services/adhoc.py).
+    actor: str | None = None
+    max_runtime_ms: int | None = None
 
 
 def running_attempts(engine: Engine) -> list[RunningAttempt]:
-    stmt = select(
-        attempts.c.id,
-        attempts.c.message_id,
-        attempts.c.attempt,
-        attempts.c.fire_id,
-        attempts.c.schedule,
-        attempts.c.started_at,
-        attempts.c.instance_id,
-    ).where(attempts.c.status == AttemptStatus.RUNNING)
+    stmt = (
+        select(
+            attempts.c.id,
+            attempts.c.message_id,
+            attempts.c.attempt,
+            attempts.c.fire_id,
+            attempts.c.schedule,
+            attempts.c.started_at,
+            attempts.c.instance_id,
+            fires.c.actor,
+            fires.c.message["options"][FIRE_OPTION]["max_runtime_ms"].as_integer().label("runtime"),
+        )
+        .select_from(
+            # Running attempts are few (a partial index holds them); each finds its fire by id.
+            attempts.join(fires, fires.c.id == attempts.c.fire_id)
+        )
+        .where(attempts.c.status == AttemptStatus.RUNNING)
+    )
     with engine.connect() as conn:
         return [
             RunningAttempt(
@@ -54,6 +67,8 @@ def running_attempts(engine: Engine) -> list[RunningAttempt]:
                 r.schedule,
                 as_utc(r.started_at),  # type: ignore[arg-type]
                 r.instance_id,
+                r.actor,
+                r.runtime,
             )
             for r in conn.execute(stmt)
         ]
@@ -128,39 +143,53 @@ def pending_by_schedule(engine: Engine, written_before: datetime) -> list[Any]:
 
 
 def uncovered_missed_and_failed(engine: Engine, now: datetime) -> list[Any]:
-    """Missed and failed fires of the last LOOKBACK newer than any incident about them."""
+    """Missed and failed fires of the last LOOKBACK newer than any incident about them.
+
+    Compared in the database: with a few percent of fires failing, two days of them are
+    thousands of rows, nearly all covered already; only the new ones come back."""
     bad = (FireStatus.MISSED, FireStatus.FAILED, FireStatus.TIMED_OUT)
+    covered = (
+        select(
+            incidents.c.kind,
+            incidents.c.schedule,
+            func.max(incidents.c.fire_id).label("fire_id"),
+        )
+        .where(incidents.c.kind.in_((IncidentKind.MISSED, IncidentKind.FAILED)))
+        .group_by(incidents.c.kind, incidents.c.schedule)
+        .subquery()
+    )
+    # The incident kind each fire status is covered by.
+    kind = case(
+        (fires.c.status == FireStatus.MISSED, literal(IncidentKind.MISSED.value)),
+        else_=literal(IncidentKind.FAILED.value),
+    )
+    stmt = (
+        select(
+            fires.c.id,
+            fires.c.schedule,
+            fires.c.status,
+            fires.c.scheduled_for,
+            fires.c.finished_at,
+            fires.c.error,
+            fires.c.error_type,
+            fires.c.actor,
+        )
+        .select_from(
+            fires.outerjoin(
+                covered, and_(covered.c.schedule == fires.c.schedule, covered.c.kind == kind)
+            )
+        )
+        .where(
+            and_(
+                fires.c.created_at > now - LOOKBACK,
+                fires.c.status.in_(bad),
+                fires.c.id > func.coalesce(covered.c.fire_id, 0),
+            )
+        )
+        .order_by(fires.c.id)
+    )
     with engine.connect() as conn:
-        covered = {
-            (r.kind, r.schedule): r.fire_id or 0
-            for r in conn.execute(
-                select(
-                    incidents.c.kind,
-                    incidents.c.schedule,
-                    func.max(incidents.c.fire_id).label("fire_id"),
-                )
-                .where(incidents.c.kind.in_((IncidentKind.MISSED, IncidentKind.FAILED)))
-                .group_by(incidents.c.kind, incidents.c.schedule)
-            )
-        }
-        rows = conn.execute(
-            select(
-                fires.c.id,
-                fires.c.schedule,
-                fires.c.status,
-                fires.c.scheduled_for,
-                fires.c.finished_at,
-                fires.c.error,
-                fires.c.error_type,
-            )
-            .where(and_(fires.c.created_at > now - LOOKBACK, fires.c.status.in_(bad)))
-            .order_by(fires.c.id)
-        ).all()
-
-    def kind(status: str) -> IncidentKind:
-        return IncidentKind.MISSED if status == FireStatus.MISSED else IncidentKind.FAILED
-
-    return [r for r in rows if r.id > covered.get((kind(r.status), r.schedule), 0)]
+        return list(conn.execute(stmt).all())
 
 
 def newest_final_times(engine: Engine, since: datetime) -> dict[str, datetime]:
@@ -188,6 +217,9 @@ def unfinished_fires(engine: Engine, unchanged_since: datetime, limit: int = 100
             fires.c.status,
             fires.c.scheduled_for,
             fires.c.updated_at,
+            # For a fire no schedule describes (an ad-hoc run): its grace from its message.
+            fires.c.message["options"]["time_limit"].as_integer().label("time_limit_ms"),
+            fires.c.message["options"]["max_backoff"].as_integer().label("max_backoff_ms"),
         )
         .where(
             and_(

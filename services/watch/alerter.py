@@ -61,6 +61,8 @@ class FailureInfo:
     instance_id: str
     status: str  # failed | timed_out
     sentry_event_id: str | None = None
+    #: An ad-hoc run's idempotency key (services/adhoc.py).
+    key: str | None = None
 
     def details(self) -> dict[str, Any]:
         return {
@@ -74,7 +76,15 @@ class FailureInfo:
             "instance_id": self.instance_id,
             "status": self.status,
             "message_id": self.message_id,
+            **({"key": self.key} if self.key is not None else {}),
         }
+
+    def subject(self) -> str:
+        """``fire 12 attempt 3``; an ad-hoc run's names its actor and key too."""
+        text = f"fire {self.fire_id} attempt {self.attempt}"
+        if self.key is not None:
+            text += f" of {self.actor} key {self.key}"
+        return redact(text)[:200]
 
 
 class Alerter:
@@ -213,7 +223,7 @@ class Alerter:
             self.clock(),
             details=info.details(),
             fire_id=info.fire_id,
-            subject=f"fire {info.fire_id} attempt {info.attempt}",
+            subject=info.subject(),
             sentry_event_id=info.sentry_event_id,
         )
         if outcome.action == "opened":

@@ -92,7 +92,7 @@ class FireChecks:
             spec = self.specs.get(schedule)
             details: dict[str, Any] = {
                 "scheduled_for": iso(newest.scheduled_for),
-                "actor": spec.actor if spec else None,
+                "actor": spec.actor if spec else newest.actor,
             }
             if kind == IncidentKind.MISSED:
                 details["summary"] = (

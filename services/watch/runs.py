@@ -66,11 +66,18 @@ class AttemptChecks:
             if alive.get(run.instance_id) is False and run.started_at < now - self.lost_after:
                 self._lost(run, now)
                 continue
-            spec = self.specs.get(run.schedule)
-            if spec is not None and spec.max_runtime and run.started_at < now - spec.max_runtime:
+            limit = self.max_runtime(run)
+            if limit and run.started_at < now - limit:
                 stuck.setdefault(run.schedule, []).append(run)
         for schedule, runs_of in stuck.items():
             self._stuck(schedule, runs_of, now)
+
+    def max_runtime(self, run: q.RunningAttempt) -> timedelta | None:
+        """The schedule's ``max_runtime``; an ad-hoc run's actor's ``max_runtime`` option."""
+        spec = self.specs.get(run.schedule)
+        if spec is not None:
+            return spec.max_runtime
+        return timedelta(milliseconds=run.max_runtime_ms) if run.max_runtime_ms else None
 
     def _lost(self, run: q.RunningAttempt, now: datetime) -> None:
         spec = self.specs.get(run.schedule)
@@ -109,14 +116,14 @@ class AttemptChecks:
                 "summary": f"{why}; attempt abandoned, fire {outcome}",
                 "attempt": run.attempt + 1,
                 "instance_id": run.instance_id,
-                "actor": spec.actor if spec else None,
+                "actor": spec.actor if spec else run.actor,
                 "policy": spec.on_lost if spec else "resend",
             },
         )
 
     def _stuck(self, schedule: str, runs: list[q.RunningAttempt], now: datetime) -> None:
         newest = max(runs, key=lambda r: r.fire_id)
-        spec = self.specs[schedule]
+        spec = self.specs.get(schedule)
         running_for = str(now - newest.started_at).split(".")[0]
         self.find(
             IncidentKind.STUCK,
@@ -126,11 +133,11 @@ class AttemptChecks:
             subject=f"fire {newest.fire_id} attempt {newest.attempt + 1}",
             details={
                 "summary": f"{len(runs)} attempt(s) running longer than max_runtime "
-                f"{spec.max_runtime}; the newest for {running_for}",
+                f"{self.max_runtime(newest)}; the newest for {running_for}",
                 "attempt": newest.attempt + 1,
                 "instance_id": newest.instance_id,
                 "started_at": iso(newest.started_at),
-                "actor": spec.actor,
+                "actor": spec.actor if spec else newest.actor,
             },
         )
 
@@ -143,11 +150,15 @@ class UnfinishedFires:
         self.specs = specs
         self.find = find
 
-    def grace(self, schedule: str, status: str) -> timedelta:
-        spec = self.specs.get(schedule)
+    def grace(self, fire: Any) -> timedelta:
+        spec = self.specs.get(fire.schedule)
         if spec is None:
-            return DEFAULT_GRACE
-        if status == FireStatus.RETRYING:  # the retry waits out its backoff first
+            # An ad-hoc run (or a schedule since removed): its message's time limit.
+            grace = DEFAULT_GRACE + timedelta(milliseconds=fire.time_limit_ms or 0)
+            if fire.status == FireStatus.RETRYING:
+                grace += timedelta(milliseconds=fire.max_backoff_ms or 0)
+            return grace
+        if fire.status == FireStatus.RETRYING:  # the retry waits out its backoff first
             return spec.overdue_grace() + spec.max_backoff
         return spec.overdue_grace()
 
@@ -157,7 +168,7 @@ class UnfinishedFires:
         for fire in q.unfinished_fires(self.engine, now - shortest):
             updated = as_utc(fire.updated_at)
             assert updated is not None
-            if updated < now - self.grace(fire.schedule, fire.status):
+            if updated < now - self.grace(fire):
                 late.setdefault(fire.schedule, []).append(fire)
         for schedule, fires in late.items():
             oldest = fires[0]

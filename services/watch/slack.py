@@ -161,6 +161,8 @@ def render(event: str, incident: Any) -> dict[str, Any]:
     fields = [("Schedule", f"`{name}`")]
     if d.get("actor"):
         fields.append(("Actor", f"`{d['actor']}`"))
+    if d.get("key"):  # an ad-hoc run's idempotency key (services/adhoc.py)
+        fields.append(("Key", f"`{d['key']}`"))
     if d.get("scheduled_for"):
         fields.append(("Scheduled for", _when(d["scheduled_for"])))
     if d.get("attempt"):

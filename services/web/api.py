@@ -7,15 +7,18 @@ OpenAPI document is served at ``/api/openapi.json``.
 
 from __future__ import annotations
 
+import re
+from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
+from pydantic import BeforeValidator
 
 from services.store import pages as read
 from services.store.audit import audit_entries
-from services.store.views import history
+from services.store.views import history, schedules_of
 from services.timeutil import iso
-from services.vocabulary import ScheduleFilter
+from services.vocabulary import FireKind, FireStatus, ScheduleFilter
 from services.web import actions, schemas
 from services.web.auth import Principal, actor, api_viewer
 from services.web.dashboard import Dashboard
@@ -25,6 +28,17 @@ Actor = Annotated[Principal, Depends(actor)]
 Name = Annotated[str, Path(min_length=1, max_length=64)]
 FireId = Annotated[int, Path(ge=1, le=2**62)]
 Limit = Annotated[int, Query(ge=1, le=200)]
+#: RFC 3339, as the document's ``date-time`` says: pydantic alone also takes a number
+#: (seconds since the epoch) or a bare date, which the document calls invalid.
+_RFC3339 = re.compile(r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})")
+
+
+def rfc3339(value: Any) -> Any:
+    if isinstance(value, str) and not _RFC3339.fullmatch(value):
+        raise ValueError("expected an RFC 3339 time like 2026-11-01T00:00:00Z")
+    return value
+
+
 Before = Annotated[int | None, Query(ge=1, le=2**62, description="an id from the last page")]
 
 REFUSALS: dict[int | str, dict[str, Any]] = {
@@ -32,8 +46,32 @@ REFUSALS: dict[int | str, dict[str, Any]] = {
     403: {"model": schemas.Problem, "description": "read-only, or a bad CSRF token or Origin"},
 }
 
+
+def known_query(request: Request) -> None:
+    """Refuse a query parameter the route does not declare (the document allows none).
+
+    A misspelt filter (``?stauts=failed``) would otherwise be ignored, and the page
+    answered unfiltered as if it were the one asked for."""
+    route = request.scope.get("route")
+    dependant = getattr(route, "dependant", None)
+    if dependant is None:
+        return
+    declared = _query_names(dependant)
+    unknown = sorted(set(request.query_params) - declared)
+    if unknown:
+        raise HTTPException(422, f"unknown query parameter(s): {', '.join(map(repr, unknown))}")
+
+
+def _query_names(dependant: Any) -> set[str]:
+    names = {p.alias for p in dependant.query_params}
+    for sub in dependant.dependencies:
+        names |= _query_names(sub)
+    return names
+
+
 router = APIRouter(
     prefix="/api",
+    dependencies=[Depends(known_query)],
     # One error shape for every refusal, invalid input included: {"detail": "what"}.
     responses={
         400: {"model": schemas.Problem, "description": "a body that is not JSON"},
@@ -82,9 +120,35 @@ def list_fires(
     schedule: Annotated[str | None, Query(max_length=64)] = None,
     limit: Limit = 20,
     before: Before = None,
+    actor: Annotated[
+        str | None,
+        Query(
+            min_length=1,
+            max_length=200,
+            description="ad-hoc runs of this actor and fires of the schedules that run it",
+        ),
+    ] = None,
+    status: FireStatus | None = None,
+    kind: FireKind | None = None,
+    since: Annotated[
+        datetime | None,
+        BeforeValidator(rfc3339),
+        Query(description="scheduled at or after this RFC 3339 time, e.g. 2026-11-01T00:00:00Z"),
+    ] = None,
 ) -> dict[str, Any]:
     """Newest first, each with its attempts (the shape of ``cronwork history --json``)."""
-    found = history(dash_of(request).engine, schedule, limit, before)
+    dash = dash_of(request)
+    found = history(
+        dash.engine,
+        schedule,
+        limit,
+        before,
+        actor=actor,
+        actor_schedules=schedules_of(dash.specs.values(), actor) if actor else (),
+        status=status,
+        kind=kind,
+        since=since,
+    )
     return {"fires": found, "next_before": found[-1]["id"] if len(found) == limit else None}
 
 

@@ -105,6 +105,8 @@ class FireOut(BaseModel):
     delay_ms: int | None = Field(description="actual start minus scheduled time")
     fired_by: str | None
     rerun_of: int | None
+    actor: str | None = Field(description="an ad-hoc run's actor; null for schedule fires")
+    idempotency_key: str | None = Field(description="an ad-hoc run's key, if it has one")
     attempts: list[Attempt]
 
 

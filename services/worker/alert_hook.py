@@ -78,6 +78,7 @@ class AlertHook(Middleware):
                 instance_id=self.instance_id,
                 status=FireStatus(outcome.fire_status),
                 sentry_event_id=event_id,
+                key=run.fire.key,
             )
         )
 

@@ -45,6 +45,11 @@ def always_fails():
 @dramatiq.actor
 def slow(seconds=1.0):
     time.sleep(seconds)
+
+
+@dramatiq.actor(max_retries=1, min_backoff=50, max_backoff=100)
+def fails_fast(account, month="?"):
+    raise RuntimeError(f"no invoice for {account} {month}")
 """
 
 

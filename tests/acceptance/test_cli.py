@@ -251,3 +251,67 @@ def test_next_follows_cron_through_daylight_saving(cronwork: Cronwork) -> None:
         "2026-10-25T00:30:00Z",
         "2026-10-26T01:30:00Z",
     ]
+
+
+def test_run_sends_tracked_adhoc_runs_and_history_filters_them(cronwork: Cronwork) -> None:
+    cronwork.write_schedules(GOOD)
+    assert cronwork.run("migrate").returncode == 0
+
+    first = cronwork.run("run", "slow", "--key", "warm-cache-1", "--", "0.01")
+    assert first.returncode == 0, first.stderr
+    assert first.stdout.startswith("sent slow: fire ") and first.stdout.rstrip().endswith(
+        "enqueued"
+    )
+    again = cronwork.run("run", "slow", "--key", "warm-cache-1", "--json", "--", "0.01")
+    assert again.returncode == 0, again.stderr
+    dup = json.loads(again.stdout)
+    fire_id = int(first.stdout.split("fire ")[1].split(",")[0])
+    assert (dup["duplicate"], dup["fire_id"], dup["status"]) == (True, fire_id, "enqueued")
+    text = cronwork.run("run", "slow", "--key", "warm-cache-1")
+    assert (
+        text.stdout.strip() == f"duplicate of fire {fire_id} (enqueued): key warm-cache-1 is held"
+    )
+
+    failing = cronwork.run("run", "fails_fast", "--kwargs", '{"month": "2026-11"}', "--", '"acme"')
+    assert failing.returncode == 0, failing.stderr
+
+    unknown = cronwork.run("run", "no_such_actor")
+    assert unknown.returncode == 1 and "Traceback" not in unknown.stderr
+    assert "no actor named 'no_such_actor'" in unknown.stderr and "fails_fast" in unknown.stderr
+    bad = cronwork.run("run", "slow", "--", "acme")
+    assert bad.returncode == 2 and "expected a JSON value" in bad.stderr
+    assert bad.stderr.count("\n") == 1
+
+    cronwork.start("worker", "--processes", "1", "--threads", "2", name="worker")
+
+    def fires(*filters: str) -> list[dict]:
+        out = cronwork.run("history", *filters, "--json")
+        assert out.returncode == 0, out.stderr
+        return json.loads(out.stdout)
+
+    wait_for(
+        lambda: (
+            len(fires("--kind", "adhoc", "--status", "succeeded")) == 1
+            and len(fires("--actor", "fails_fast", "--status", "failed")) == 1
+        ),
+        timeout=30,
+        what="both ad-hoc runs to end",
+    )
+    [ok] = fires("--actor", "slow", "--since", "2026-01-01")
+    assert (ok["id"], ok["kind"], ok["actor"], ok["idempotency_key"]) == (
+        fire_id,
+        "adhoc",
+        "slow",
+        "warm-cache-1",
+    )
+    assert [a["status"] for a in ok["attempts"]] == ["succeeded"]
+    [failed] = fires("--status", "failed", "--kind", "adhoc", "--since", "2026-11-01")
+    assert failed["schedule"] == "adhoc:fails_fast"
+    assert failed["error"] == "RuntimeError: no invoice for acme 2026-11"
+    assert [a["status"] for a in failed["attempts"]] == ["retrying", "failed"]
+    assert fires("--actor", "tick") == []
+    assert fires("--kind", "manual") == []
+    assert fires("--since", "2999-01-01") == []
+    table = cronwork.run("history", "--kind", "adhoc")
+    assert "adhoc:fails_fast" in table.stdout and "KEY" in table.stdout
+    assert "warm-cache-1" in table.stdout

@@ -121,6 +121,19 @@ def test_manual_trigger_reaches_the_running_embedded_process(
 
         fires = wait_for(done, timeout=30, what="the manual fire to succeed")
         assert isinstance(fires, list) and fires[0]["kind"] == "manual"
+
+        # A tracked ad-hoc run from the shell: written here, sent by the running process.
+        run = cli(tmp_path, embedded_env, "run", "hello", "--key", "hello-once")
+        assert run.returncode == 0, run.stderr
+        assert "pending (the leader sends it within seconds)" in run.stdout
+
+        def adhoc_done() -> bool:
+            out = cli(tmp_path, embedded_env, "history", "--kind", "adhoc", "--json")
+            return [(f["actor"], f["status"]) for f in json.loads(out.stdout)] == [
+                ("hello", "succeeded")
+            ]
+
+        wait_for(adhoc_done, timeout=30, what="the ad-hoc run to succeed")
     finally:
         proc.terminate()
         proc.wait(30)

@@ -8,9 +8,14 @@ from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 
+import dramatiq
 import pytest
+from dramatiq.brokers.stub import StubBroker
 from sqlalchemy import select
 
+from services.adhoc import send_tracked
+from services.broker import standard_middleware
+from services.store.fence import Fence, request
 from services.store.incidents import IncidentStore
 from services.store.migrate import upgrade
 from services.store.schedule_rows import paused_names, resume_expired, set_paused
@@ -287,3 +292,70 @@ def test_api_and_cli_json_share_their_shapes(site: Site) -> None:
     assert [r["name"] for r in site.client.get("/api/schedules?q=tick").json()["schedules"]] == [
         "ticker"
     ]
+
+
+def test_api_history_filters_and_the_fire_page_of_an_adhoc_run(site: Site) -> None:
+    broker = StubBroker(middleware=standard_middleware())
+    report = dramatiq.actor(actor_name="report", broker=broker)(lambda **kw: None)
+    failed = site.fire("nightly", FireStatus.FAILED, "boom")
+    ticked = site.fire("ticker", FireStatus.SUCCEEDED)
+    run = send_tracked(report, key="report-2026-11", broker=broker, engine=site.engine)
+    assert run.enqueued
+    site.login()
+
+    def ids(query: str) -> list[int]:
+        r = site.client.get(f"/api/fires?{query}")
+        assert r.status_code == 200, r.text
+        return [f["id"] for f in r.json()["fires"]]
+
+    # `report` runs nightly (schedules.yaml) and was sent ad hoc: both are its fires.
+    assert ids("actor=report") == [run.fire_id, failed]
+    assert ids("actor=report&kind=adhoc") == [run.fire_id]
+    assert ids("actor=tick") == [ticked]
+    assert ids("status=failed") == [failed]
+    assert ids("kind=scheduled&status=succeeded") == [ticked]
+    assert ids("since=2999-01-01T00:00:00Z") == []
+    assert ids("since=2000-01-01T00:00:00%2B01:00") == [run.fire_id, ticked, failed]
+    # A bound with no UTC form means "from the beginning", never a 500.
+    assert ids("since=0001-01-01T00:00:00-05:00") == [run.fire_id, ticked, failed]
+    for bad in ("kind=cron", "status=late", "since=yesterday", "since=2000-01-01", "actor="):
+        assert site.client.get(f"/api/fires?{bad}").status_code == 422, bad
+    # A misspelt filter is refused, not ignored (the page would look filtered).
+    typo = site.client.get("/api/fires?stauts=failed")
+    assert typo.status_code == 422 and "'stauts'" in typo.json()["detail"]
+
+    detail = site.client.get(f"/api/fires/{run.fire_id}").json()
+    assert (detail["fire"]["kind"], detail["fire"]["schedule"]) == ("adhoc", "adhoc:report")
+    assert (detail["fire"]["actor"], detail["fire"]["idempotency_key"]) == (
+        "report",
+        "report-2026-11",
+    )
+    assert detail["message"]["actor"] == "report" and detail["in_schedules_yaml"] is False
+    page = site.client.get(f"/fires/{run.fire_id}")
+    assert page.status_code == 200 and "adhoc:report" in page.text
+    assert "report-2026-11" in page.text and "Re-run" not in page.text
+
+
+def test_the_strip_writes_times_and_durations_as_history_does(site: Site) -> None:
+    """Postgres writes the strip's times and durations itself (services/store/strips.py):
+    exactly as the Python of ``history`` writes them, microseconds or none."""
+    base = utcnow().replace(second=0, microsecond=0) - timedelta(hours=1)
+    for i, at in enumerate(
+        (base, base + timedelta(microseconds=1), base + timedelta(seconds=7, microseconds=250000))
+    ):
+        site.fire("ticker", FireStatus.SUCCEEDED if i else FireStatus.FAILED, at=at)
+    ticker = site.dash.specs["ticker"]
+    pending = Fence(site.engine, "t").claim(
+        [request(ticker, base + timedelta(minutes=1), FireKind.SCHEDULED)]
+    )
+    assert pending
+    [row] = status(site.engine, {"ticker": ticker}, 10)["schedules"]
+    by_id = {f["id"]: f for f in history(site.engine, "ticker")}
+    assert [(s["id"], s["scheduled_for"]) for s in row["strip"]] == [
+        (f["id"], f["scheduled_for"]) for f in by_id.values()
+    ]
+    assert row["strip"][-1]["scheduled_for"].endswith(":00Z")
+    assert row["strip"][-2]["scheduled_for"].endswith(".000001Z")
+    newest = by_id[row["last_fire"]["id"]]
+    assert row["last_fire"]["duration_ms"] == newest["duration_ms"] is None
+    assert row["last_duration_ms"] == by_id[row["strip"][1]["id"]]["duration_ms"] == 3000

@@ -142,6 +142,8 @@ def test_postgres_upgrade_matches_models(empty_pg_url: str) -> None:
         "ck_cronwork_fires_kind",
         "ck_cronwork_fires_status",
     ]
+    # One ad-hoc run per idempotency key (services/adhoc.py).
+    assert ("uq_cronwork_fires_idempotency_key", ("idempotency_key",), True) in fires["indexes"]
     for eng in engine_for(empty_pg_url):
         types = {c["name"]: c["type"] for c in inspect(eng).get_columns("cronwork_fires")}
         assert str(types["message"]) == "JSONB"
@@ -180,6 +182,30 @@ def test_postgres_migrated_equals_create_all(empty_pg_url: str, other_empty_pg_u
 def test_postgres_downgrade_to_base_then_upgrade(empty_pg_url: str) -> None:
     check_upgrade_matches_models(empty_pg_url)
     check_down_and_up_again(empty_pg_url)
+
+
+def test_postgres_adhoc_runs_down_to_0006_and_up(empty_pg_url: str) -> None:
+    """0007 allows kind ``adhoc``; going back to 0006 removes ad-hoc runs (the old CHECK
+    cannot hold them) and keeps every other fire."""
+    upgrade(empty_pg_url)
+    insert = text(
+        "INSERT INTO cronwork_fires (schedule, scheduled_for, kind, status, message_id,"
+        " message, created_at, updated_at, actor, idempotency_key) VALUES"
+        " (:s, now(), :k, 'pending', :m, '{}', now(), now(), :a, :key)"
+    )
+    for eng in engine_for(empty_pg_url):
+        with eng.begin() as conn:
+            adhoc = {"s": "adhoc:a", "k": "adhoc", "m": "m1", "a": "a", "key": "k"}
+            conn.execute(insert, adhoc)
+            daily = {"s": "daily", "k": "scheduled", "m": "m2", "a": None, "key": None}
+            conn.execute(insert, daily)
+    downgrade(empty_pg_url, "0006")
+    for eng in engine_for(empty_pg_url):
+        with eng.connect() as conn:
+            left = conn.execute(text("SELECT schedule FROM cronwork_fires")).scalars().all()
+        assert left == ["daily"]
+        assert "actor" not in {c["name"] for c in inspect(eng).get_columns("cronwork_fires")}
+    check_upgrade_matches_models(empty_pg_url)
 
 
 # --- SQLite (embedded mode) --------------------------------------------------------------------

@@ -47,6 +47,21 @@ def refused(argv: list[str], capsys: pytest.CaptureFixture[str]) -> str:
         # main: a raw ValueError.
         (["next", "job", "--after", "yesterday"], "expected an ISO 8601 time like 2026-12-01"),
         (["next", "job", "--after", "0001-01-01"], "outside the years schedules fire in"),
+        # history filters and `run` (tracked ad-hoc runs).
+        (["history", "--since", "last week"], "argument --since: expected an ISO 8601 time"),
+        (["history", "--status", "broken"], "--status: expected one of pending, enqueued,"),
+        (
+            ["history", "--kind", "cron"],
+            "--kind: expected one of scheduled, catchup, manual, adhoc",
+        ),
+        (["run"], "the following arguments are required: name"),
+        (["run", "job", "--", "acme"], "expected a JSON value (a string in double quotes"),
+        (["run", "job", "--", "1", "{bad"], "got '{bad'"),
+        (["run", "job", "--kwargs", "[1]"], "--kwargs: expected a JSON object"),
+        (["run", "job", "--kwargs", "month"], "--kwargs: expected a JSON value"),
+        (["run", "job", "--key", "k" * 201], "--key: expected 1-200 printable characters"),
+        (["run", "job", "--key", "a\nb"], "--key: expected 1-200 printable characters"),
+        (["run", "job", "--bogus"], "unrecognized arguments: --bogus"),
     ],
 )
 def test_bad_arguments_are_refused_by_the_parser(
@@ -65,6 +80,38 @@ def test_good_arguments_still_parse() -> None:
     assert naive == datetime(2026, 12, 1) and naive.tzinfo is None
     assert build_parser().parse_args(["history", "--limit", "10000"]).limit == 10000
     assert build_parser().parse_args(["worker", "-p", "2", "-t", "16"]).processes == 2
+    h = build_parser().parse_args(
+        [
+            "history",
+            "--actor",
+            "a",
+            "--status",
+            "FAILED",
+            "--kind",
+            "adhoc",
+            "--since",
+            "2026-11-01",
+        ]
+    )
+    assert (h.actor, h.status, h.kind, h.since) == ("a", "failed", "adhoc", datetime(2026, 11, 1))
+
+
+@pytest.mark.parametrize(
+    ("argv", "args", "key", "kwargs"),
+    [
+        (["run", "job"], [], None, {}),
+        (["run", "job", "--key", "k", "--", "0.5", '"acme"'], [0.5, "acme"], "k", {}),
+        (["run", "job", "--", "-5", "[1, 2]"], [-5, [1, 2]], None, {}),
+        (["run", "job", "1", "--key", "k"], [1], "k", {}),
+        (["run", "job", "--key", "k", "1", "null"], [1, None], "k", {}),
+        (["run", "job", "--kwargs", '{"month": "2026-11"}'], [], None, {"month": "2026-11"}),
+    ],
+)
+def test_run_takes_json_values_after_its_options(
+    argv: list[str], args: list[object], key: str | None, kwargs: dict[str, object]
+) -> None:
+    parsed = build_parser().parse_args(argv)
+    assert (parsed.name, parsed.args, parsed.key, parsed.kwargs) == ("job", args, key, kwargs)
 
 
 # ------------------------------------------------------------------------ settings
