@@ -43,7 +43,7 @@ import dramatiq
 from dramatiq.errors import ActorNotFound
 from sqlalchemy import Engine, select
 
-from services.constants import FIRE_OPTION, MAX_RUNTIME_OPTION
+from services.constants import ADHOC_SCHEDULE_PREFIX, FIRE_OPTION, MAX_RUNTIME_OPTION
 from services.errors import CronworkError
 from services.fire_message import FireOptions, ms
 from services.scheduler.dispatch import Dispatcher
@@ -56,8 +56,6 @@ from services.vocabulary import FireKind, FireStatus
 
 logger = logging.getLogger(__name__)
 
-#: The prefix of an ad-hoc run's ``schedule`` (``adhoc:``): no schedule name holds a colon.
-SCHEDULE_PREFIX = f"{FireKind.ADHOC.value}:"
 #: ``fires.schedule`` and ``fires.idempotency_key`` lengths.
 SCHEDULE_LENGTH = 64
 KEY_LENGTH = 200
@@ -97,7 +95,7 @@ class AdhocRun:
 
 def adhoc_schedule(actor_name: str) -> str:
     """The ``schedule`` of an actor's ad-hoc runs: ``adhoc:<actor>``, fitting 64 characters."""
-    name = SCHEDULE_PREFIX + actor_name
+    name = ADHOC_SCHEDULE_PREFIX + actor_name
     if len(name) <= SCHEDULE_LENGTH:
         return name
     digest = hashlib.sha256(actor_name.encode()).hexdigest()[:9]

@@ -20,6 +20,9 @@ LOCK_OPTION = "lock"
 #: Actor option (milliseconds): an ad-hoc run of the actor still running after this long
 #: is reported stuck by the watchdog (a schedule says ``max_runtime:`` instead).
 MAX_RUNTIME_OPTION = "max_runtime"
+#: The ``schedule`` of an actor's ad-hoc runs is this prefix and the actor's name
+#: (services/adhoc.py); no schedule name holds a colon, so none can clash with it.
+ADHOC_SCHEDULE_PREFIX = "adhoc:"
 #: Message option carrying the fire's identity; its presence marks a cronwork message.
 FIRE_OPTION = "cronwork"
 #: At most this many missed fires of one gap are recorded one by one (the oldest);

@@ -59,9 +59,13 @@ class Settings(BaseSettings):
     sentry_environment: str | None = None
     sentry_release: str | None = None
     slack_webhook_url: SecretStr | None = None
-    #: Seconds between two watchdog passes on the lease holder (services/watchdog.py).
     #: Days of fire and attempt history kept; 0 keeps everything.
     retention_days: Seconds = Field(default=30.0, ge=0, le=36500)
+    #: Days of ad-hoc runs kept (services/adhoc.py): longer by default, as they are often
+    #: the audit trail of billing or exports; 0 keeps everything. An idempotency key is
+    #: free again once its run is deleted.
+    adhoc_retention_days: Seconds = Field(default=90.0, ge=0, le=36500)
+    #: Seconds between two watchdog passes on the lease holder (services/watch/).
     watchdog_interval: Seconds = Field(default=30.0, ge=0.1, le=86400)
     #: Seconds between reminders while an incident stays open (repeats are folded).
     alert_reminder: Seconds = Field(default=3600.0, ge=0.1, le=YEAR)

@@ -28,7 +28,7 @@ from services.scheduler.jobstore import ScheduleJobStore
 from services.scheduler.lease import Lease
 from services.scheduler.recovery import Recovery
 from services.scheduler.sync import sync_jobs
-from services.schedules.spec import ScheduleSpec
+from services.schedules.spec import KeepPolicy, ScheduleSpec
 from services.settings import Settings
 from services.store.fence import Fence
 from services.store.instances import InstanceRegistry
@@ -82,9 +82,13 @@ class SchedulerService:
         self.recovery = Recovery.from_settings(settings, self.fence, queues)
         self.dispatcher = Dispatcher(broker, self.fence)
         self.registry = InstanceRegistry(engine, settings.instance_id, "scheduler")
-        days = settings.retention_days
         self.pruner = Pruner(
-            engine, Retention.from_specs(specs, timedelta(days=days) if days else None)
+            engine,
+            Retention.from_specs(
+                specs,
+                _days(settings.retention_days),
+                adhoc=KeepPolicy(max_age=_days(settings.adhoc_retention_days)),
+            ),
         )
         self.stopping = threading.Event()
         self.scheduler: FencedScheduler | None = None
@@ -264,3 +268,8 @@ class SchedulerService:
             return None
         dependency.ok()
         return result
+
+
+def _days(days: float) -> timedelta | None:
+    """A retention setting in days as a max_age; 0 means no age limit."""
+    return timedelta(days=days) if days else None

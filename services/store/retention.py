@@ -36,10 +36,11 @@ from sqlalchemy import (
     text,
 )
 
+from services.constants import ADHOC_SCHEDULE_PREFIX
 from services.schedules.spec import KeepPolicy, ScheduleSpec
 from services.store.tables import Tz, attempts, fires, incidents
 from services.timeutil import utcnow
-from services.vocabulary import FINAL_FIRE_STATUSES, RERUNNABLE_FIRE_STATUSES, FireStatus
+from services.vocabulary import FINAL_FIRE_STATUSES, RERUNNABLE_FIRE_STATUSES, FireKind, FireStatus
 
 logger = logging.getLogger(__name__)
 
@@ -71,8 +72,10 @@ class Retention:
 
     #: Schedule name -> its policy (``keep:`` over the global default).
     by_schedule: Mapping[str, KeepPolicy]
-    #: Fires of any other schedule: removed ones, ad-hoc runs (their own default).
+    #: Fires of any other schedule: removed ones.
     fallback: KeepPolicy
+    #: Ad-hoc runs (services/adhoc.py), all actors alike; None: the fallback's.
+    adhoc: KeepPolicy | None = None
 
     @classmethod
     def from_specs(
@@ -80,12 +83,18 @@ class Retention:
         specs: Mapping[str, ScheduleSpec],
         max_age: timedelta | None,
         fallback: KeepPolicy | None = None,
+        adhoc: KeepPolicy | None = None,
     ) -> Retention:
         """``max_age``: the global default (CRONWORK_RETENTION_DAYS; None keeps all);
         ``fallback``: the policy of fires whose schedule is not in ``specs`` (by default
-        the global one)."""
+        the global one); ``adhoc``: that of ad-hoc runs (CRONWORK_ADHOC_RETENTION_DAYS)."""
         base = KeepPolicy(max_age=max_age)
-        return cls({n: s.keep.over(base) for n, s in specs.items()}, fallback or base)
+        return cls({n: s.keep.over(base) for n, s in specs.items()}, fallback or base, adhoc)
+
+    def policy_for(self, schedule: str) -> KeepPolicy:
+        if self.adhoc is not None and schedule.startswith(ADHOC_SCHEDULE_PREFIX):
+            return self.adhoc
+        return self.by_schedule.get(schedule, self.fallback)
 
 
 class Pruner:
@@ -136,7 +145,9 @@ class Pruner:
     def past_max_age(self, now: datetime) -> Select[int, datetime] | None:
         """The oldest BATCH fires past their max_age (id, scheduled_for); None: no
         policy has one."""
-        ages = {p.max_age for p in (self.retention.fallback, *self.retention.by_schedule.values())}
+        adhoc = self.retention.adhoc
+        policies = (self.retention.fallback, *self.retention.by_schedule.values())
+        ages = {p.max_age for p in (*policies, *([adhoc] if adhoc else []))}
         youngest = min((a for a in ages if a is not None), default=None)
         if youngest is None:
             return None
@@ -146,11 +157,13 @@ class Pruner:
             if policy.max_age != self.retention.fallback.max_age:
                 by_age.setdefault(policy.max_age, []).append(name)
         cutoff = _cutoff(now, self.retention.fallback.max_age)
-        if by_age:
-            cutoff = case(
-                *((fires.c.schedule.in_(n), _cutoff(now, age)) for age, n in by_age.items()),
-                else_=cutoff,
-            )
+        whens: list[tuple[ColumnElement[bool], ColumnElement[datetime]]] = [
+            (fires.c.schedule.in_(n), _cutoff(now, age)) for age, n in by_age.items()
+        ]
+        if adhoc is not None and adhoc.max_age != self.retention.fallback.max_age:
+            whens.insert(0, (fires.c.kind == FireKind.ADHOC, _cutoff(now, adhoc.max_age)))
+        if whens:
+            cutoff = case(*whens, else_=cutoff)
         newer = fires.alias("newer")
         return (
             select(fires.c.id, fires.c.scheduled_for)
@@ -189,12 +202,15 @@ class Pruner:
         """The schedules whose policy counts, sorted: the named ones, and the others in
         the table if the fallback counts."""
         names = {n for n, p in self.retention.by_schedule.items() if _counts(p)}
-        if _counts(self.retention.fallback):
+        adhoc = self.retention.adhoc
+        if _counts(self.retention.fallback) or (adhoc is not None and _counts(adhoc)):
             with self.engine.connect() as conn:
                 names.update(
                     n
                     for n in conn.execute(_DISTINCT_SCHEDULES).scalars()
-                    if n is not None and n not in self.retention.by_schedule
+                    if n is not None
+                    and n not in self.retention.by_schedule
+                    and _counts(self.retention.policy_for(n))
                 )
         return sorted(names)
 
@@ -235,7 +251,7 @@ class Pruner:
         )
         by_policy: dict[KeepPolicy, list[str]] = {}
         for name in group:
-            policy = self.retention.by_schedule.get(name, self.retention.fallback)
+            policy = self.retention.policy_for(name)
             by_policy.setdefault(policy, []).append(name)
         return (
             select(ranked.c.id)

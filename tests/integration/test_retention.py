@@ -179,6 +179,26 @@ def test_a_default_policy_for_fires_of_unknown_schedules(engine: Engine) -> None
     assert len(left(engine, "kept")) == 3
 
 
+def test_ad_hoc_runs_have_their_own_max_age(engine: Engine) -> None:
+    ages = [timedelta(days=d) for d in (1, 40, 100)]
+    add_fires(engine, "job", [(age, S.SUCCEEDED) for age in ages])
+    add_fires(engine, "adhoc:export", [(age, S.SUCCEEDED) for age in ages])
+    with engine.begin() as conn:  # what services/adhoc.py writes for a run
+        conn.execute(
+            update(fires)
+            .where(fires.c.schedule == "adhoc:export")
+            .values(kind=FireKind.ADHOC, actor="export")
+        )
+    specs = parse_schedules("schedules:\n  job: {actor: x, every: 1d}\n").schedules
+    retention = Retention.from_specs(
+        specs, timedelta(days=30), adhoc=KeepPolicy(max_age=timedelta(days=90))
+    )
+    assert retention.policy_for("adhoc:export").max_age == timedelta(days=90)
+    assert Pruner(engine, retention).prune() == 2 + 1
+    assert [h // 24 for h, _ in left(engine, "job")] == [1]
+    assert [h // 24 for h, _ in left(engine, "adhoc:export")] == [1, 40]
+
+
 def test_what_must_stay_stays(engine: Engine) -> None:
     old = timedelta(days=400)
     ids = add_fires(
@@ -214,11 +234,15 @@ def test_the_leader_prunes_by_the_loaded_keep_and_the_retention_setting(
     settings = make_settings(redis_prefix, retention_days=30)
     add_fires(engine, "counted", hours(*[S.SUCCEEDED] * 3))
     add_fires(engine, "removed", [(timedelta(days=d), S.SUCCEEDED) for d in (1, 40)])
+    add_fires(engine, "adhoc:x", [(timedelta(days=d), S.SUCCEEDED) for d in (1, 40, 100)])
+    with engine.begin() as conn:
+        conn.execute(update(fires).where(fires.c.schedule == "adhoc:x").values(kind=FireKind.ADHOC))
     specs = {"counted": spec("counted", keep=KeepPolicy(succeeded=1))}
     lease = RedisLease(redis_client, f"{redis_prefix}:{LEASE_KEY}", settings.lease_ttl, "a")
     service = SchedulerService(settings, engine, send_broker, specs, lease)
-    assert service.prune_history() == 3
+    assert service.prune_history() == 3 + 1  # ad-hoc runs: CRONWORK_ADHOC_RETENTION_DAYS, 90
     assert len(left(engine, "counted")) == len(left(engine, "removed")) == 1
+    assert len(left(engine, "adhoc:x")) == 2
 
 
 def test_nothing_is_deleted_when_nothing_is_bounded(engine: Engine) -> None:
