@@ -53,9 +53,13 @@ def cmd_next(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
-    from services.store.views import status
+    from services.store.views import STRIP_LENGTH, status
 
-    data = status(open_engine(settings, read_only=True), load_specs(settings), settings.lease_ttl)
+    # The table shows each schedule's newest fire only: reading 20 of them for every one
+    # of 1,000 schedules was three quarters of the command's time.
+    strip = STRIP_LENGTH if args.json else 1
+    engine = open_engine(settings, read_only=True)
+    data = status(engine, load_specs(settings), settings.lease_ttl, strip=strip)
     if args.json:
         print_json(data)
         return 0

@@ -53,19 +53,26 @@ def leader(engine: Engine, lease_ttl: float) -> dict[str, Any] | None:
     return {"instance_id": row.instance_id, "since": iso(row.leader_since)}
 
 
-def status(engine: Engine, specs: dict[str, ScheduleSpec], lease_ttl: float) -> dict[str, Any]:
-    """``cronwork status --json``: the leader and every schedule's row."""
+def status(
+    engine: Engine, specs: dict[str, ScheduleSpec], lease_ttl: float, strip: int = STRIP_LENGTH
+) -> dict[str, Any]:
+    """``cronwork status --json``: the leader and every schedule's row (``strip``: how
+    many recent fires each row holds)."""
     return {
         "leader": leader(engine, lease_ttl),
-        "schedules": schedule_rows(engine, list(specs.values())),
+        "schedules": schedule_rows(engine, list(specs.values()), strip_length=strip),
     }
 
 
 def schedule_rows(
-    engine: Engine, specs: Sequence[ScheduleSpec], now: datetime | None = None
+    engine: Engine,
+    specs: Sequence[ScheduleSpec],
+    now: datetime | None = None,
+    strip_length: int = STRIP_LENGTH,
 ) -> list[dict[str, Any]]:
     """One row per schedule, in the order given: what the status table and the dashboard's
-    schedules page show. Four queries however many schedules."""
+    schedules page show. Four queries however many schedules. With a ``strip_length``
+    shorter than the page's, ``last_duration_ms`` only looks that far back."""
     now = now or datetime.now(UTC)
     names = [s.name for s in specs]
     with engine.connect() as conn:
@@ -83,7 +90,7 @@ def schedule_rows(
         open_incidents: dict[str, list[dict[str, Any]]] = {}
         for r in conn.execute(opened.order_by(incidents.c.id)):
             open_incidents.setdefault(r.schedule, []).append({"id": r.id, "kind": r.kind})
-        strips = recent_fires(conn, names, STRIP_LENGTH)
+        strips = recent_fires(conn, names, strip_length)
     out = []
     for spec in specs:
         pause = paused.get(spec.name)
