@@ -26,7 +26,7 @@ from typing import Any
 
 from sqlalchemy import Engine
 
-from services.store.attempts_sql import CONSTANTS, EXECUTE, PREPARE, READERS
+from services.store.attempts_sql import CONSTANTS, EXECUTE, PREPARE, READERS, SESSION
 
 logger = logging.getLogger(__name__)
 
@@ -155,10 +155,8 @@ class GroupCommit:
             for reader in READERS:
                 cursor.execute(reader)
             cursor.execute(PREPARE)
-            # Its plan does not depend on the arrays' contents: planning it again for each
-            # batch (Postgres' default for the first executions, and later whenever a
-            # custom plan looks cheaper) cost more than running it.
-            cursor.execute("SET plan_cache_mode = force_generic_plan")
+            for setting in SESSION:
+                cursor.execute(setting)
         finally:
             cursor.close()
         return conn

@@ -74,7 +74,8 @@ def test_the_batch_statement_looks_fires_up_by_index_in_a_young_history(
     engine: Engine,
 ) -> None:
     """json_to_recordset() claims 100 rows; planned for that, the statement read the whole
-    fires table for each batch while it held under some 100,000 rows."""
+    fires table for each batch while it held under some 100,000 rows, and the plan made
+    while the attempts table was small read all of it for every batch's outcomes."""
     _fill(engine, 5000)
     conn = GroupCommit(engine)._connect()
     try:
@@ -87,5 +88,6 @@ def test_the_batch_statement_looks_fires_up_by_index_in_a_young_history(
         cursor.close()
     finally:
         conn.close()
-    assert "Seq Scan on cronwork_fires" not in plan, plan
+    # Nor the attempts table, planned while it is empty and looked up as it grows.
+    assert "Seq Scan" not in plan, plan
     assert "ix_cronwork_fires_message_id" in plan, plan
