@@ -23,6 +23,9 @@ from services.timeutil import iso, utcnow
 
 logger = logging.getLogger(__name__)
 
+#: A fire and the copy of its message the broker holds.
+Sent = tuple[Fire, dramatiq.Message[Any]]
+
 #: Messages per Redis pipeline: one round trip each (services/scheduler/sending.py).
 SEND_CHUNK = 500
 
@@ -43,7 +46,17 @@ class Dispatcher:
 
     def send(self, batch: list[Fire]) -> int:
         """Send each fire's message; on a broker error stop: the rest stay pending for re-send."""
-        total = 0
+        return self.settle(self.push(batch))
+
+    def push(self, batch: list[Fire]) -> list[Sent]:
+        """Put the fires' messages in the broker, chunk by chunk, each chunk's references
+        right after it; the fires stay ``pending`` until ``settle``.
+
+        Marking them is left to ``settle`` so that a burst reaches Redis first and its rows
+        are updated after, in one statement: the update, on a table with seven indexes,
+        took as long as the sends it followed.
+        """
+        sent: list[Sent] = []
         for start in range(0, len(batch), SEND_CHUNK):
             if not self.may_send():
                 logger.warning(
@@ -53,18 +66,19 @@ class Dispatcher:
                 )
                 break
             chunk = batch[start : start + SEND_CHUNK]
-            sent = self._send_chunk(chunk)
-            total += self._after_send(sent)
-            if len(sent) < len(chunk):
+            chunk_sent = self._send_chunk(chunk)
+            # Before marking them enqueued: the leader looks for lost messages of enqueued
+            # fires only, and finds a fire whose reference is missing as lost.
+            self._record_refs([message for _, message in chunk_sent])
+            sent += chunk_sent
+            if len(chunk_sent) < len(chunk):
                 break  # the broker failed: the rest waits for the re-send
-        return total
+        return sent
 
-    def _after_send(self, sent: list[tuple[Fire, dramatiq.Message[Any]]]) -> int:
+    def settle(self, sent: list[Sent]) -> int:
+        """Mark what ``push`` put in the broker ``enqueued``."""
         if not sent:
             return 0
-        # Before marking them enqueued: the leader looks for lost messages of enqueued fires
-        # only, and finds a fire whose reference is missing as lost.
-        self._record_refs([message for _, message in sent])
         # Whatever reached the broker is marked, even if a later send failed. A fire that
         # cannot be marked stays pending and is sent again: the worker's claim then runs
         # only one of the two deliveries.
@@ -73,7 +87,7 @@ class Dispatcher:
             DATABASE.ok()
         except Exception as exc:
             (dependency_of(exc) or DATABASE).failed("mark sent fires enqueued", exc)
-        # One line per chunk, not per fire: a burst of 10,000 fires would otherwise write
+        # One line per batch, not per fire: a burst of 10,000 fires would otherwise write
         # 10,000 lines in the second that matters. Each fire is its row in cronwork_fires.
         first, last = sent[0][0], sent[-1][0]
         logger.info(
@@ -95,7 +109,7 @@ class Dispatcher:
                 )
         return len(sent)
 
-    def _send_chunk(self, batch: list[Fire]) -> list[tuple[Fire, dramatiq.Message[Any]]]:
+    def _send_chunk(self, batch: list[Fire]) -> list[Sent]:
         for queue in {fire.message["queue_name"] for fire in batch}:
             if queue not in self.broker.get_declared_queues():
                 self.broker.declare_queue(queue)

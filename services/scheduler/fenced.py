@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 
 from apscheduler.schedulers.background import BackgroundScheduler
@@ -24,10 +25,10 @@ from sqlalchemy import Engine
 from services.constants import ON_TIME_GRACE_SECONDS
 from services.scheduler.broken import check_fire_time, describe
 from services.scheduler.catchup import plan_fires
-from services.scheduler.dispatch import Dispatcher
+from services.scheduler.dispatch import Dispatcher, Sent
 from services.scheduler.jobstore import ScheduleJobStore
 from services.schedules.spec import ScheduleSpec
-from services.store.fence import Fence, Fire, FireRequest, request
+from services.store.fence import Fence, FireRequest, request
 from services.store.schedule_rows import paused_names
 from services.vocabulary import FireKind, FireStatus
 
@@ -61,7 +62,9 @@ class FireHandler:
         #: Built once per leadership from the specs: triggers are pure, never stored.
         self.triggers = triggers
         self.paused: set[str] = set()
-        self.won: list[Fire] = []
+        #: Sends of chunks already fenced, running while the next chunk is being fenced.
+        self.sending: list[Future[list[Sent]]] = []
+        self._sender: ThreadPoolExecutor | None = None
         #: Called with (schedule, error) when a schedule's trigger fails; see plan().
         self.on_broken = on_broken
 
@@ -128,15 +131,39 @@ class FireHandler:
         return plan.next_run_time, reqs
 
     def claim(self, reqs: list[FireRequest]) -> None:
-        """Write the fence rows, in chunks; keep the won ones for ``flush``."""
+        """Write the fence rows in chunks; each chunk's won fires are sent at once, on the
+        sender thread, while the next chunk is written (``flush`` waits for them).
+
+        Overlapping the two halves a burst's lag: a profile of 10,000 fires due in one
+        second showed the fence inserts (mostly waiting on Postgres) and the sends (mostly
+        waiting on Redis) taking as long as each other, one after the other. Every fire is
+        still fenced, and its row committed, before its message is sent.
+        """
         for start in range(0, len(reqs), CLAIM_CHUNK):
-            self.won.extend(self.fence.claim(reqs[start : start + CLAIM_CHUNK]))
+            won = self.fence.claim(reqs[start : start + CLAIM_CHUNK])
+            if won:
+                if self._sender is None:
+                    self._sender = ThreadPoolExecutor(1, thread_name_prefix="cronwork-send")
+                self.sending.append(self._sender.submit(self.dispatcher.push, won))
 
     def flush(self) -> None:
-        """Send what this tick won."""
-        batch, self.won = self.won, []
-        if batch:
-            self.dispatcher.send(batch)
+        """Wait until what this tick won has been sent, then mark it enqueued; a fire whose
+        send failed stays pending, to be sent again."""
+        sending, self.sending = self.sending, []
+        sent: list[Sent] = []
+        for future in sending:
+            try:
+                sent += future.result()
+            except Exception:
+                # Dispatcher.push handles broker errors itself; whatever else failed left
+                # its fires pending.
+                logger.exception("sending fires failed; they stay pending for re-send")
+        self.dispatcher.settle(sent)
+
+    def close(self) -> None:
+        """Stop the sender thread once what it was given is sent; do not wait for it."""
+        if self._sender is not None:
+            self._sender.shutdown(wait=False)
 
 
 def _why_not_run(status: FireStatus, spec: ScheduleSpec) -> str:
@@ -161,6 +188,10 @@ class FencedScheduler(BackgroundScheduler):
         self.may_fire = may_fire
         #: monotonic time of the last loop pass, for /healthz.
         self.last_tick = time.monotonic()
+
+    def shutdown(self, wait: bool = True) -> None:
+        super().shutdown(wait)
+        self.handler.close()
 
     def _process_jobs(self) -> float | None:
         self.last_tick = time.monotonic()

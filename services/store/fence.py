@@ -94,23 +94,23 @@ class Fence:
         stmt = (
             upsert(self.engine, fires.name)
             .on_conflict_do_nothing(index_elements=["schedule", "scheduled_for"])
-            .returning(
-                fires.c.id,
-                fires.c.schedule,
-                fires.c.scheduled_for,
-                fires.c.status,
-                fires.c.message_id,
-                fires.c.message,
-            )
+            # Not the message: the won rows hold what this call wrote, and reading 10,000
+            # JSON documents back cost a tenth of a burst's claim (py-spy).
+            .returning(fires.c.id, fires.c.schedule, fires.c.scheduled_for, fires.c.status)
         )
         with self.engine.begin() as conn:
             rows = conn.execute(stmt, values).all()
         metrics.record_claim(requests, rows)
-        return [
-            Fire(r.id, r.schedule, as_utc(r.scheduled_for), r.message_id, r.message)  # type: ignore[arg-type]
-            for r in rows
-            if r.status == FireStatus.PENDING
-        ]
+        written = {
+            (r.schedule, as_utc(r.scheduled_for)): v for r, v in zip(requests, values, strict=True)
+        }
+        won = []
+        for r in rows:
+            if r.status == FireStatus.PENDING:
+                at = as_utc(r.scheduled_for)
+                v = written[(r.schedule, at)]
+                won.append(Fire(r.id, r.schedule, at, v["message_id"], v["message"]))  # type: ignore[arg-type]
+        return won
 
     def mark_enqueued(self, ids: list[int]) -> None:
         if not ids:
