@@ -19,6 +19,7 @@ from bisect import bisect_left
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any, TypeVar
 
 from services.errors import CronError
 
@@ -48,6 +49,7 @@ _SEARCH_YEARS = 400
 
 
 _Complaint = Callable[[str], CronError]
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -95,7 +97,7 @@ class CronExpression:
 
     def __post_init__(self) -> None:
         order = (self.months, self.hours, self.minutes, self.seconds)
-        object.__setattr__(self, "_sorted", tuple(tuple(sorted(v)) for v in order))
+        object.__setattr__(self, "_sorted", tuple(_shared(tuple(sorted(v))) for v in order))
 
     def __str__(self) -> str:
         return self.text
@@ -164,8 +166,34 @@ def _next_in(values: tuple[int, ...], start: int) -> int | None:
     return values[i] if i < len(values) else None
 
 
+#: Parsed expressions by text, and every field value set and sorted tuple, shared: 10,000
+#: schedules repeat a few hundred expressions, and a ``*`` minute field alone is a 60-entry
+#: frozenset (tracemalloc: parsed expressions were the largest item of a 10,000-schedule
+#: scheduler, built twice). CronExpression is immutable, so sharing is safe.
+_PARSED: dict[str, CronExpression] = {}
+_SHARED: dict[Any, Any] = {}
+_CACHE_LIMIT = 100_000
+
+
+def _shared(value: T) -> T:
+    if len(_SHARED) >= _CACHE_LIMIT:
+        return value
+    return _SHARED.setdefault(value, value)
+
+
 def parse_crontab(expr: str) -> CronExpression:
     """Parse a crontab expression; raise :class:`CronError` naming the field and value at fault."""
+    if isinstance(expr, str):
+        parsed = _PARSED.get(expr)
+        if parsed is None:
+            parsed = _parse_crontab(expr)
+            if len(_PARSED) < _CACHE_LIMIT:
+                _PARSED[expr] = parsed
+        return parsed
+    return _parse_crontab(expr)
+
+
+def _parse_crontab(expr: str) -> CronExpression:
     if not isinstance(expr, str):
         raise CronError(f"bad cron expression: expected a string, got {type(expr).__name__}")
     text = " ".join(expr.split())
@@ -187,7 +215,7 @@ def parse_crontab(expr: str) -> CronExpression:
     minutes, hours, days, months, weekdays, *rest = (
         _parse_field(token, spec, bad) for token, spec in zip(tokens, specs, strict=False)
     )
-    weekdays = frozenset(d % 7 for d in weekdays)
+    weekdays = _shared(frozenset(d % 7 for d in weekdays))
     dom_restricted = not tokens[2].startswith("*")
     dow_restricted = not tokens[4].startswith("*")
     if not (dom_restricted and dow_restricted) and not any(
@@ -218,7 +246,7 @@ def _parse_field(token: str, spec: _Spec, bad: _Complaint) -> frozenset[int]:
         if not part:
             raise bad(f"{spec.name} '{token}' has an empty list item")
         values.update(_parse_part(part, spec, bad))
-    return frozenset(values)
+    return _shared(frozenset(values))
 
 
 def _parse_part(part: str, spec: _Spec, bad: _Complaint) -> range:
