@@ -24,16 +24,10 @@ from apscheduler.triggers.interval import IntervalTrigger
 from dramatiq.brokers.redis import RedisBroker
 from sqlalchemy import select
 
-from bench._support import REDIS_SERVER, database, redis_prefix, table
-from services.scheduler.dispatch import Dispatcher
-from services.scheduler.fenced import FencedScheduler, FireHandler
-from services.scheduler.jobstore import ScheduleJobStore
+from bench._support import REDIS_SERVER, cronwork_rig, database, redis_prefix, table
 from services.scheduler.sync import sync_jobs
 from services.schedules.spec import ScheduleSpec
-from services.schedules.triggers import build_trigger
-from services.settings import Settings
 from services.store.engines import make_engine
-from services.store.fence import Fence
 from services.store.tables import fires
 
 #: Seconds between setting up the jobs and the instant they all come due.
@@ -47,39 +41,24 @@ def _due_instant(setup_estimate: float) -> datetime:
 
 def run_cronwork(n: int, due: datetime) -> tuple[float, float]:
     """Return (sync seconds, lag of the last fire in seconds)."""
-    from services.broker import sender_broker
-
-    with database() as url, redis_prefix() as prefix:
-        engine = make_engine(url, pool_size=4)
-        settings = Settings(redis_url=REDIS_SERVER, redis_prefix=prefix)  # type: ignore[arg-type]
-        broker = sender_broker(settings)
-        assert isinstance(broker, RedisBroker)
-        broker.declare_queue("default")
-        specs = {
-            f"s{i:05d}": ScheduleSpec(
-                name=f"s{i:05d}", actor="noop", trigger="every", every=timedelta(hours=1), start=due
-            )
-            for i in range(n)
-        }
-        fence = Fence(engine, "bench")
-        triggers = {name: build_trigger(spec) for name, spec in specs.items()}
-        handler = FireHandler(engine, fence, Dispatcher(broker, fence), specs, triggers)
-        store = ScheduleJobStore(engine, triggers)
-        scheduler = FencedScheduler(handler, store, may_fire=lambda: True)
-        scheduler.start(paused=True)
+    specs = {
+        f"s{i:05d}": ScheduleSpec(
+            name=f"s{i:05d}", actor="noop", trigger="every", every=timedelta(hours=1), start=due
+        )
+        for i in range(n)
+    }
+    with cronwork_rig(specs) as rig:
         started = time.perf_counter()
-        sync_jobs(store, specs, triggers)
+        sync_jobs(rig.store, specs, rig.triggers)
         sync_seconds = time.perf_counter() - started
         if datetime.now(UTC) >= due:
             raise SystemExit(f"setup took too long ({sync_seconds:.1f}s); raise LEAD_SECONDS")
-        scheduler.resume()
-        lag = _wait_in_redis(broker.client, f"{broker.namespace}:default.msgs", n, due, "cronwork")
-        with engine.connect() as conn:
+        rig.scheduler.resume()
+        key = f"{rig.broker.namespace}:default.msgs"
+        lag = _wait_in_redis(rig.broker.client, key, n, due, "cronwork")
+        with rig.engine.connect() as conn:
             ids = list(conn.execute(select(fires.c.message_id)).scalars())
-        _check_exactly_once(broker.client, f"{broker.namespace}:default.msgs", ids, n, "cronwork")
-        scheduler.shutdown(wait=True)
-        broker.close()
-        engine.dispose()
+        _check_exactly_once(rig.broker.client, key, ids, n, "cronwork")
     return sync_seconds, lag
 
 
