@@ -52,9 +52,9 @@ class Dispatcher:
         """Put the fires' messages in the broker, chunk by chunk, each chunk's references
         right after it; the fires stay ``pending`` until ``settle``.
 
-        Marking them is left to ``settle`` so that a burst reaches Redis first and its rows
-        are updated after, in one statement: the update, on a table with seven indexes,
-        took as long as the sends it followed.
+        Marking them is left to ``settle`` so that a burst's scheduler can mark one chunk
+        while it sends the next (services/scheduler/fenced.py): the update, on a table
+        with seven indexes, took as long as the sends it followed.
         """
         sent: list[Sent] = []
         for start in range(0, len(batch), SEND_CHUNK):

@@ -25,10 +25,10 @@ from sqlalchemy import Engine
 from services.constants import ON_TIME_GRACE_SECONDS
 from services.scheduler.broken import check_fire_time, describe
 from services.scheduler.catchup import plan_fires
-from services.scheduler.dispatch import Dispatcher, Sent
+from services.scheduler.dispatch import Dispatcher
 from services.scheduler.jobstore import ScheduleJobStore
 from services.schedules.spec import ScheduleSpec
-from services.store.fence import Fence, FireRequest, request
+from services.store.fence import Fence, Fire, FireRequest, request
 from services.store.schedule_rows import paused_names
 from services.vocabulary import FireKind, FireStatus
 
@@ -62,9 +62,12 @@ class FireHandler:
         #: Built once per leadership from the specs: triggers are pure, never stored.
         self.triggers = triggers
         self.paused: set[str] = set()
-        #: Sends of chunks already fenced, running while the next chunk is being fenced.
-        self.sending: list[Future[list[Sent]]] = []
+        #: Sends of chunks already fenced, running while the next chunk is being fenced,
+        #: and the marking of sent chunks enqueued, running while the next is sent.
+        self.sending: list[Future[None]] = []
+        self.settling: list[Future[int]] = []
         self._sender: ThreadPoolExecutor | None = None
+        self._settler: ThreadPoolExecutor | None = None
         #: Called with (schedule, error) when a schedule's trigger fails; see plan().
         self.on_broken = on_broken
 
@@ -142,28 +145,42 @@ class FireHandler:
         for start in range(0, len(reqs), CLAIM_CHUNK):
             won = self.fence.claim(reqs[start : start + CLAIM_CHUNK])
             if won:
-                if self._sender is None:
+                if self._sender is None or self._settler is None:
                     self._sender = ThreadPoolExecutor(1, thread_name_prefix="cronwork-send")
-                self.sending.append(self._sender.submit(self.dispatcher.push, won))
+                    self._settler = ThreadPoolExecutor(1, thread_name_prefix="cronwork-mark")
+                self.sending.append(self._sender.submit(self._send, won))
+
+    def _send(self, won: list[Fire]) -> None:
+        # Marking a chunk enqueued (an UPDATE on a table with seven indexes) runs beside the
+        # next chunk's sends, and soon: a fire left pending past ``resend_after`` while a
+        # long tick goes on would be sent again by the leader's re-send step.
+        sent = self.dispatcher.push(won)
+        if sent and self._settler is not None:
+            self.settling.append(self._settler.submit(self.dispatcher.settle, sent))
 
     def flush(self) -> None:
-        """Wait until what this tick won has been sent, then mark it enqueued; a fire whose
+        """Wait until what this tick won has been sent and marked enqueued; a fire whose
         send failed stays pending, to be sent again."""
         sending, self.sending = self.sending, []
-        sent: list[Sent] = []
         for future in sending:
             try:
-                sent += future.result()
+                future.result()
             except Exception:
                 # Dispatcher.push handles broker errors itself; whatever else failed left
                 # its fires pending.
                 logger.exception("sending fires failed; they stay pending for re-send")
-        self.dispatcher.settle(sent)
+        settling, self.settling = self.settling, []  # complete: every send has returned
+        for done in settling:
+            try:
+                done.result()
+            except Exception:
+                logger.exception("marking sent fires failed; they stay pending for re-send")
 
     def close(self) -> None:
-        """Stop the sender thread once what it was given is sent; do not wait for it."""
-        if self._sender is not None:
-            self._sender.shutdown(wait=False)
+        """Stop the threads once what they were given is done; do not wait for them."""
+        for pool in (self._sender, self._settler):
+            if pool is not None:
+                pool.shutdown(wait=False)
 
 
 def _why_not_run(status: FireStatus, spec: ScheduleSpec) -> str:
