@@ -23,6 +23,16 @@ if TYPE_CHECKING:
     from services.scheduler.jobstore import ScheduleJobStore
     from services.schedules.spec import ScheduleSpec
 
+#: The ``bench_actors`` module the benchmarks' schedules.yaml files import: one no-op actor.
+ACTORS = """\
+import dramatiq
+
+
+@dramatiq.actor
+def tick(*args, **kwargs):
+    return None
+"""
+
 PG_SERVER = os.environ.get("CRONWORK_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432")
 REDIS_SERVER = os.environ.get("CRONWORK_TEST_REDIS", "redis://127.0.0.1:6379/0")
 

@@ -20,7 +20,6 @@ import signal
 import subprocess
 import sys
 import tempfile
-import textwrap
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -30,7 +29,7 @@ from typing import Any
 import redis
 from sqlalchemy import create_engine, text
 
-from bench._support import REDIS_SERVER, database, redis_prefix, table
+from bench._support import ACTORS, REDIS_SERVER, database, redis_prefix, table
 from services.constants import LEASE_KEY
 
 SCHEDULES = """\
@@ -42,16 +41,6 @@ schedules:
     catchup: all
     catchup_window: 5m
 """
-ACTORS = textwrap.dedent(
-    """
-    import dramatiq
-
-
-    @dramatiq.actor
-    def tick(*args, **kwargs):
-        return None
-    """
-)
 #: Seconds of fires after the signal whose lateness is looked at.
 AFTER_SECONDS = 5
 

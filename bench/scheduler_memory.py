@@ -23,24 +23,13 @@ import re
 import subprocess
 import sys
 import tempfile
-import textwrap
 import threading
 import time
 from pathlib import Path
 
-from bench._support import REDIS_SERVER, database, redis_prefix, table
+from bench._support import ACTORS, REDIS_SERVER, database, redis_prefix, table
 
 ZONES = ("UTC", "Europe/Berlin", "America/New_York", "Asia/Tokyo")
-ACTORS = textwrap.dedent(
-    """
-    import dramatiq
-
-
-    @dramatiq.actor
-    def tick(*args, **kwargs):
-        return None
-    """
-)
 #: What the scheduler imports, for the import-floor baseline.
 IMPORTS = (
     "import services.cli.processes, services.runtime, services.scheduler.service, "
