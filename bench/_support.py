@@ -6,11 +6,32 @@ import os
 import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import psycopg2
 import redis
+from dramatiq.brokers.redis import RedisBroker
 
 from services.store.migrate import upgrade
+
+if TYPE_CHECKING:
+    from apscheduler.triggers.base import BaseTrigger
+    from sqlalchemy import Engine
+
+    from services.scheduler.fenced import FencedScheduler
+    from services.scheduler.jobstore import ScheduleJobStore
+    from services.schedules.spec import ScheduleSpec
+
+#: The ``bench_actors`` module the benchmarks' schedules.yaml files import: one no-op actor.
+ACTORS = """\
+import dramatiq
+
+
+@dramatiq.actor
+def tick(*args, **kwargs):
+    return None
+"""
 
 PG_SERVER = os.environ.get("CRONWORK_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432")
 REDIS_SERVER = os.environ.get("CRONWORK_TEST_REDIS", "redis://127.0.0.1:6379/0")
@@ -57,3 +78,48 @@ def redis_prefix() -> Iterator[str]:
 def table(rows: Sequence[tuple[str, ...]]) -> str:
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows)
+
+
+@dataclass
+class Rig:
+    """cronwork's firing path as the scheduler runs it while leading, minus the lease loop."""
+
+    engine: Engine
+    broker: RedisBroker
+    store: ScheduleJobStore
+    triggers: dict[str, BaseTrigger]
+    scheduler: FencedScheduler
+
+
+@contextmanager
+def cronwork_rig(specs: dict[str, ScheduleSpec]) -> Iterator[Rig]:
+    """A throwaway database and Redis prefix, and a paused ``FencedScheduler`` over them
+    with ``specs``' triggers (not yet synced: ``sync_jobs(rig.store, specs, rig.triggers)``)."""
+    from services.broker import sender_broker
+    from services.scheduler.dispatch import Dispatcher
+    from services.scheduler.fenced import FencedScheduler, FireHandler
+    from services.scheduler.jobstore import ScheduleJobStore
+    from services.schedules.triggers import build_trigger
+    from services.settings import Settings
+    from services.store.engines import make_engine
+    from services.store.fence import Fence
+
+    with database() as url, redis_prefix() as prefix:
+        engine = make_engine(url, pool_size=4)
+        settings = Settings(redis_url=REDIS_SERVER, redis_prefix=prefix)  # type: ignore[arg-type]
+        broker = sender_broker(settings)
+        assert isinstance(broker, RedisBroker)
+        broker.declare_queue("default")
+        fence = Fence(engine, "bench")
+        triggers = {name: build_trigger(spec) for name, spec in specs.items()}
+        handler = FireHandler(engine, fence, Dispatcher(broker, fence), specs, triggers)
+        store = ScheduleJobStore(engine, triggers)
+        scheduler = FencedScheduler(handler, store, may_fire=lambda: True)
+        scheduler.start(paused=True)
+        try:
+            yield Rig(engine, broker, store, triggers, scheduler)
+        finally:
+            if scheduler.running:
+                scheduler.shutdown(wait=True)
+            broker.close()
+            engine.dispose()

@@ -12,29 +12,23 @@ lag of the slowest fire), fires per second, and the ratio to the baseline.
 from __future__ import annotations
 
 import argparse
-import threading
 import time
 from datetime import UTC, datetime, timedelta
 
 import dramatiq
+import redis
 from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.interval import IntervalTrigger
-from sqlalchemy import func, select
+from dramatiq.brokers.redis import RedisBroker
+from sqlalchemy import select
 
-from bench._support import REDIS_SERVER, database, redis_prefix, table
-from services.scheduler.dispatch import Dispatcher
-from services.scheduler.fenced import FencedScheduler, FireHandler
-from services.scheduler.jobstore import ScheduleJobStore
+from bench._support import REDIS_SERVER, cronwork_rig, database, redis_prefix, table
 from services.scheduler.sync import sync_jobs
 from services.schedules.spec import ScheduleSpec
-from services.schedules.triggers import build_trigger
-from services.settings import Settings
 from services.store.engines import make_engine
-from services.store.fence import Fence
 from services.store.tables import fires
-from services.vocabulary import FireStatus
 
 #: Seconds between setting up the jobs and the instant they all come due.
 LEAD_SECONDS = 5.0
@@ -47,73 +41,77 @@ def _due_instant(setup_estimate: float) -> datetime:
 
 def run_cronwork(n: int, due: datetime) -> tuple[float, float]:
     """Return (sync seconds, lag of the last fire in seconds)."""
-    from services.broker import sender_broker
-
-    with database() as url, redis_prefix() as prefix:
-        engine = make_engine(url, pool_size=4)
-        settings = Settings(redis_url=REDIS_SERVER, redis_prefix=prefix)  # type: ignore[arg-type]
-        broker = sender_broker(settings)
-        broker.declare_queue("default")
-        specs = {
-            f"s{i:05d}": ScheduleSpec(
-                name=f"s{i:05d}", actor="noop", trigger="every", every=timedelta(hours=1), start=due
-            )
-            for i in range(n)
-        }
-        fence = Fence(engine, "bench")
-        triggers = {name: build_trigger(spec) for name, spec in specs.items()}
-        handler = FireHandler(engine, fence, Dispatcher(broker, fence), specs, triggers)
-        store = ScheduleJobStore(engine, triggers)
-        scheduler = FencedScheduler(handler, store, may_fire=lambda: True)
-        scheduler.start(paused=True)
+    specs = {
+        f"s{i:05d}": ScheduleSpec(
+            name=f"s{i:05d}", actor="noop", trigger="every", every=timedelta(hours=1), start=due
+        )
+        for i in range(n)
+    }
+    with cronwork_rig(specs) as rig:
         started = time.perf_counter()
-        sync_jobs(store, specs, triggers)
+        sync_jobs(rig.store, specs, rig.triggers)
         sync_seconds = time.perf_counter() - started
         if datetime.now(UTC) >= due:
             raise SystemExit(f"setup took too long ({sync_seconds:.1f}s); raise LEAD_SECONDS")
-        scheduler.resume()
-        deadline = time.monotonic() + 60 + n / 50
-        with engine.connect() as conn:
-            while True:
-                if time.monotonic() > deadline:
-                    raise SystemExit(f"cronwork: not all {n} fires enqueued before the deadline")
-                done = conn.execute(
-                    select(func.count()).where(fires.c.status == FireStatus.ENQUEUED)
-                ).scalar_one()
-                if done >= n:
-                    lag = (datetime.now(UTC) - due).total_seconds()
-                    break
-                time.sleep(0.01)
-                conn.rollback()
-        scheduler.shutdown(wait=True)
-        broker.close()
-        engine.dispose()
+        rig.scheduler.resume()
+        key = f"{rig.broker.namespace}:default.msgs"
+        lag = _wait_in_redis(rig.broker.client, key, n, due, "cronwork")
+        with rig.engine.connect() as conn:
+            ids = list(conn.execute(select(fires.c.message_id)).scalars())
+        _check_exactly_once(rig.broker.client, key, ids, n, "cronwork")
     return sync_seconds, lag
 
 
-_sent = 0
-_sent_lock = threading.Lock()
 _baseline_actor: dramatiq.Actor | None = None
 
 
-def _send_job() -> None:
-    global _sent
+def _send_job(name: str) -> None:
     assert _baseline_actor is not None
-    _baseline_actor.send()
-    with _sent_lock:
-        _sent += 1
+    _baseline_actor.send(name)
+
+
+def _wait_in_redis(client: redis.Redis, key: str, n: int, due: datetime, who: str) -> float:
+    """Seconds from ``due`` until ``n`` messages sit in the queue's hash in Redis.
+
+    Polls Redis (HLEN is O(1)) rather than Postgres: a count over the fires table every few
+    milliseconds would take CPU from the scheduler under test on a small machine.
+    """
+    deadline = time.monotonic() + 60 + n / 50
+    while client.hlen(key) < n:
+        if time.monotonic() > deadline:
+            raise SystemExit(f"{who}: only {client.hlen(key)} of {n} messages before the deadline")
+        time.sleep(0.005)
+    return (datetime.now(UTC) - due).total_seconds()
+
+
+def _check_exactly_once(
+    client: redis.Redis, key: str, fire_ids: list[str] | None, n: int, who: str
+) -> None:
+    """No duplicate and no missing fire: ``n`` messages for ``n`` distinct schedules in Redis,
+    and (cronwork) exactly the message ids of the ``n`` fire rows."""
+    time.sleep(0.2)  # anything sent twice would land now
+    messages = [dramatiq.Message.decode(bytes(raw)) for raw in client.hvals(key)]  # type: ignore[arg-type]
+    names = {m.args[0] for m in messages if m.args}
+    ids = {m.message_id for m in messages}
+    problems = []
+    if len(messages) != n or len(ids) != n:
+        problems.append(f"{len(messages)} messages, {len(ids)} distinct, for {n} schedules")
+    if fire_ids is not None:
+        if len(fire_ids) != n or set(fire_ids) != ids:
+            problems.append(f"{len(fire_ids)} fire rows do not match the {len(ids)} messages")
+    elif len(names) != n:
+        problems.append(f"{len(names)} distinct jobs sent, expected {n}")
+    if problems:
+        raise SystemExit(f"{who}: " + "; ".join(problems))
 
 
 def run_baseline(n: int, due: datetime) -> tuple[float, float]:
     """Stock APScheduler: misfire grace None so nothing is dropped; jobs send directly."""
-    global _baseline_actor, _sent
-    from dramatiq.brokers.redis import RedisBroker
-
+    global _baseline_actor
     with database() as url, redis_prefix() as prefix:
         engine = make_engine(url, pool_size=4)
         broker = RedisBroker(url=REDIS_SERVER, namespace=f"{prefix}-dramatiq")
-        _baseline_actor = dramatiq.actor(actor_name="noop", broker=broker)(lambda: None)
-        _sent = 0
+        _baseline_actor = dramatiq.actor(actor_name="noop", broker=broker)(lambda name: None)
         scheduler = BackgroundScheduler(
             timezone=UTC,
             executors={"default": ThreadPoolExecutor(20)},
@@ -126,21 +124,16 @@ def run_baseline(n: int, due: datetime) -> tuple[float, float]:
             scheduler.add_job(
                 _send_job,
                 IntervalTrigger(hours=1, start_date=due),
+                args=(f"s{i:05d}",),
                 id=f"s{i:05d}",
             )
         sync_seconds = time.perf_counter() - started
         if datetime.now(UTC) >= due:
             raise SystemExit(f"setup took too long ({sync_seconds:.1f}s); raise LEAD_SECONDS")
         scheduler.resume()
-        deadline = time.monotonic() + 60 + n / 50
-        while True:
-            with _sent_lock:
-                if _sent >= n:
-                    lag = (datetime.now(UTC) - due).total_seconds()
-                    break
-            if time.monotonic() > deadline:
-                raise SystemExit(f"baseline: only {_sent} of {n} jobs ran before the deadline")
-            time.sleep(0.01)
+        key = f"{broker.namespace}:default.msgs"
+        lag = _wait_in_redis(broker.client, key, n, due, "baseline")
+        _check_exactly_once(broker.client, key, None, n, "baseline")
         scheduler.shutdown(wait=True)
         broker.close()
         engine.dispose()

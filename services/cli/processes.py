@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import logging
 import os
+import pickle
 import threading
 from typing import TYPE_CHECKING
 
@@ -19,6 +21,7 @@ if TYPE_CHECKING:
     from sqlalchemy import Engine
 
     from services.scheduler.service import SchedulerService
+    from services.schedules.loader import ScheduleFile
     from services.web.dashboard import Dashboard
 
 logger = logging.getLogger("cronwork")
@@ -69,9 +72,26 @@ def dashboard(
     return Dashboard.from_settings(settings, engine, specs, broker)
 
 
+def load_compacted(settings: Settings) -> ScheduleFile:
+    """The validated schedules file, in memory of its own, for a long-lived process.
+
+    Reading 10,000 schedules builds a YAML node tree of some 30 MB that is garbage once
+    the specs exist, but the specs' objects sit among it in the allocator's arenas, which
+    then cannot go back to the system: +41 MB resident for 14 MB of specs. Serialized,
+    dropped, then read back once the tree is gone, they are packed anew and those arenas
+    go (bench/scheduler_memory.py: some 20 MB less resident for the process's life).
+    """
+    from services.runtime import load_schedule_file
+
+    blob = pickle.dumps(load_schedule_file(settings))
+    gc.collect()
+    loaded: ScheduleFile = pickle.loads(blob)
+    return loaded
+
+
 def cmd_scheduler(settings: Settings, args: argparse.Namespace) -> int:
     from services.locks import configure as configure_locks
-    from services.runtime import load_schedule_file, prepare_broker
+    from services.runtime import prepare_broker
     from services.watch.sentry import init_sentry
     from services.web.health import serve as serve_health
 
@@ -82,7 +102,7 @@ def cmd_scheduler(settings: Settings, args: argparse.Namespace) -> int:
         )
     init_sentry(settings, dramatiq=False)  # plain error capture and watchdog check-ins
     configure_locks(settings)
-    schedule_file = load_schedule_file(settings)
+    schedule_file = load_compacted(settings)
     broker = prepare_broker(settings, schedule_file)
     engine = open_engine(settings, wait=True)
     service = scheduler_service(settings, broker, schedule_file.schedules, engine)

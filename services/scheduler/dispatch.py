@@ -7,7 +7,7 @@ the leader sends it again, with the same message id (docs/design.md, sending).
 from __future__ import annotations
 
 import logging
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -17,38 +17,68 @@ from services import metrics
 from services.message_refs import MessageRefs
 from services.outages import DATABASE, REDIS, dependency_of
 from services.redact import redact
+from services.scheduler.sending import enqueue_many
 from services.store.fence import Fence, Fire
 from services.timeutil import iso, utcnow
 
 logger = logging.getLogger(__name__)
 
-#: Batches larger than this are sent over several connections at once.
-PARALLEL_ABOVE = 64
-#: How many connections send a burst.
-SENDER_THREADS = 4
+#: A fire and the copy of its message the broker holds.
+Sent = tuple[Fire, dramatiq.Message[Any]]
+
+#: Messages per Redis pipeline: one round trip each (services/scheduler/sending.py).
+SEND_CHUNK = 500
 
 
 class Dispatcher:
-    def __init__(self, broker: dramatiq.Broker, fence: Fence) -> None:
+    def __init__(
+        self,
+        broker: dramatiq.Broker,
+        fence: Fence,
+        may_send: Callable[[], bool] = lambda: True,
+    ) -> None:
         self.broker = broker
         self.fence = fence
         self.refs = MessageRefs.of(broker)
+        #: The lease, checked before each chunk goes out: a replica whose lease may have
+        #: expired stops sending, and what it won stays pending for the next leader.
+        self.may_send = may_send
 
     def send(self, batch: list[Fire]) -> int:
         """Send each fire's message; on a broker error stop: the rest stay pending for re-send."""
-        if len(batch) <= PARALLEL_ABOVE:
-            sent = self._send_serially(batch)
-        else:
-            # A burst: each send is a Redis round trip running Dramatiq's enqueue script;
-            # a few connections in parallel cut the wait for the last fire of the burst.
-            slices = [batch[i::SENDER_THREADS] for i in range(SENDER_THREADS)]
-            with ThreadPoolExecutor(SENDER_THREADS, thread_name_prefix="cronwork-send") as pool:
-                sent = [pair for part in pool.map(self._send_serially, slices) for pair in part]
+        return self.settle(self.push(batch))
+
+    def push(self, batch: list[Fire]) -> list[Sent]:
+        """Put the fires' messages in the broker, chunk by chunk, each chunk's references
+        right after it; the fires stay ``pending`` until ``settle``.
+
+        Marking them is left to ``settle`` so that a burst's scheduler can mark one chunk
+        while it sends the next (services/scheduler/fenced.py): the update, on a table
+        with seven indexes, took as long as the sends it followed.
+        """
+        sent: list[Sent] = []
+        for start in range(0, len(batch), SEND_CHUNK):
+            if not self.may_send():
+                logger.warning(
+                    "lease lost; %d won fire(s) left pending for the next leader",
+                    len(batch) - start,
+                    extra={"action": "send_stopped"},
+                )
+                break
+            chunk = batch[start : start + SEND_CHUNK]
+            chunk_sent = self._send_chunk(chunk)
+            # Before marking them enqueued: the leader looks for lost messages of enqueued
+            # fires only, and finds a fire whose reference is missing as lost.
+            self._record_refs([message for _, message in chunk_sent])
+            sent += chunk_sent
+            if len(chunk_sent) < len(chunk):
+                break  # the broker failed: the rest waits for the re-send
+        return sent
+
+    def settle(self, sent: list[Sent]) -> int:
+        """Mark what ``push`` put in the broker ``enqueued``."""
         if not sent:
             return 0
-        # Before marking them enqueued: the leader looks for lost messages of enqueued fires
-        # only, and finds a fire whose reference is missing as lost.
-        self._record_refs([message for _, message in sent])
         # Whatever reached the broker is marked, even if a later send failed. A fire that
         # cannot be marked stays pending and is sent again: the worker's claim then runs
         # only one of the two deliveries.
@@ -57,38 +87,48 @@ class Dispatcher:
             DATABASE.ok()
         except Exception as exc:
             (dependency_of(exc) or DATABASE).failed("mark sent fires enqueued", exc)
-        for fire, _ in sent:
-            logger.info(
-                "%s %s sent",
-                fire.schedule,
-                iso(fire.scheduled_for),
-                extra={
-                    "action": "fire_sent",
-                    "schedule": fire.schedule,
-                    "scheduled_for": iso(fire.scheduled_for),
-                    "fire_id": fire.id,
-                },
-            )
+        # One line per batch, not per fire: a burst of 10,000 fires would otherwise write
+        # 10,000 lines in the second that matters. Each fire is its row in cronwork_fires.
+        first, last = sent[0][0], sent[-1][0]
+        logger.info(
+            "%d fire(s) sent (%s %s .. %s %s)",
+            len(sent),
+            first.schedule,
+            iso(first.scheduled_for),
+            last.schedule,
+            iso(last.scheduled_for),
+            extra={"action": "fires_sent", "count": len(sent)},
+        )
+        if logger.isEnabledFor(logging.DEBUG):
+            for fire, _ in sent:
+                logger.debug(
+                    "%s %s sent",
+                    fire.schedule,
+                    iso(fire.scheduled_for),
+                    extra={"action": "fire_sent", "fire_id": fire.id},
+                )
         return len(sent)
 
-    def _send_serially(self, batch: list[Fire]) -> list[tuple[Fire, dramatiq.Message[Any]]]:
-        sent: list[tuple[Fire, dramatiq.Message[Any]]] = []
-        try:
-            for fire in batch:
-                sent.append((fire, self._enqueue(fire)))
-                metrics.record_enqueued(fire.message, fire.scheduled_for)
-            if sent:
-                REDIS.ok()
-        except Exception as exc:
+    def _send_chunk(self, batch: list[Fire]) -> list[Sent]:
+        for queue in {fire.message["queue_name"] for fire in batch}:
+            if queue not in self.broker.get_declared_queues():
+                self.broker.declare_queue(queue)
+        copies, error = enqueue_many(self.broker, [self._message(fire) for fire in batch])
+        sent = list(zip(batch, copies, strict=False))
+        for fire, _ in sent:
+            metrics.record_enqueued(fire.message, fire.scheduled_for)
+        if sent:
+            REDIS.ok()
+        if error is not None:
             left = len(batch) - len(sent)
-            dependency = dependency_of(exc)
+            dependency = dependency_of(error)
             if dependency is not None:
-                dependency.failed(f"send {left} fire(s) (left pending for re-send)", exc)
+                dependency.failed(f"send {left} fire(s) (left pending for re-send)", error)
             else:
                 logger.warning(
                     "could not send %d fire(s); left pending for re-send: %s",
                     left,
-                    redact(str(exc)),
+                    redact(str(error)),
                     extra={"action": "enqueue_failed"},
                 )
         return sent
@@ -112,13 +152,11 @@ class Dispatcher:
         metrics.record_resent(sent)
         return sent
 
-    def _enqueue(self, fire: Fire) -> dramatiq.Message[Any]:
+    def _message(self, fire: Fire) -> tuple[dramatiq.Message[Any], int | None]:
+        """The fire's Dramatiq message as stored with its row, and its delay in ms."""
         m = fire.message
-        queue = m["queue_name"]
-        if queue not in self.broker.get_declared_queues():
-            self.broker.declare_queue(queue)
-        message: dramatiq.Message[object] = dramatiq.Message(
-            queue_name=queue,
+        message: dramatiq.Message[Any] = dramatiq.Message(
+            queue_name=m["queue_name"],
             actor_name=m["actor_name"],
             args=tuple(m["args"]),
             kwargs=dict(m["kwargs"]),
@@ -129,4 +167,4 @@ class Dispatcher:
         if m.get("jitter_ms"):
             due = fire.scheduled_for + timedelta(milliseconds=m["jitter_ms"])
             delay = max(0, int((due - utcnow()).total_seconds() * 1000)) or None
-        return self.broker.enqueue(message, delay=delay)
+        return message, delay

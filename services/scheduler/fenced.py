@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 
 from apscheduler.schedulers.background import BackgroundScheduler
@@ -61,7 +62,12 @@ class FireHandler:
         #: Built once per leadership from the specs: triggers are pure, never stored.
         self.triggers = triggers
         self.paused: set[str] = set()
-        self.won: list[Fire] = []
+        #: Sends of chunks already fenced, running while the next chunk is being fenced,
+        #: and the marking of sent chunks enqueued, running while the next is sent.
+        self.sending: list[Future[None]] = []
+        self.settling: list[Future[int]] = []
+        self._sender: ThreadPoolExecutor | None = None
+        self._settler: ThreadPoolExecutor | None = None
         #: Called with (schedule, error) when a schedule's trigger fails; see plan().
         self.on_broken = on_broken
 
@@ -128,15 +134,53 @@ class FireHandler:
         return plan.next_run_time, reqs
 
     def claim(self, reqs: list[FireRequest]) -> None:
-        """Write the fence rows, in chunks; keep the won ones for ``flush``."""
+        """Write the fence rows in chunks; each chunk's won fires are sent at once, on the
+        sender thread, while the next chunk is written (``flush`` waits for them).
+
+        Overlapping the two halves a burst's lag: a profile of 10,000 fires due in one
+        second showed the fence inserts (mostly waiting on Postgres) and the sends (mostly
+        waiting on Redis) taking as long as each other, one after the other. Every fire is
+        still fenced, and its row committed, before its message is sent.
+        """
         for start in range(0, len(reqs), CLAIM_CHUNK):
-            self.won.extend(self.fence.claim(reqs[start : start + CLAIM_CHUNK]))
+            won = self.fence.claim(reqs[start : start + CLAIM_CHUNK])
+            if won:
+                if self._sender is None or self._settler is None:
+                    self._sender = ThreadPoolExecutor(1, thread_name_prefix="cronwork-send")
+                    self._settler = ThreadPoolExecutor(1, thread_name_prefix="cronwork-mark")
+                self.sending.append(self._sender.submit(self._send, won))
+
+    def _send(self, won: list[Fire]) -> None:
+        # Marking a chunk enqueued (an UPDATE on a table with seven indexes) runs beside the
+        # next chunk's sends, and soon: a fire left pending past ``resend_after`` while a
+        # long tick goes on would be sent again by the leader's re-send step.
+        sent = self.dispatcher.push(won)
+        if sent and self._settler is not None:
+            self.settling.append(self._settler.submit(self.dispatcher.settle, sent))
 
     def flush(self) -> None:
-        """Send what this tick won."""
-        batch, self.won = self.won, []
-        if batch:
-            self.dispatcher.send(batch)
+        """Wait until what this tick won has been sent and marked enqueued; a fire whose
+        send failed stays pending, to be sent again."""
+        sending, self.sending = self.sending, []
+        for future in sending:
+            try:
+                future.result()
+            except Exception:
+                # Dispatcher.push handles broker errors itself; whatever else failed left
+                # its fires pending.
+                logger.exception("sending fires failed; they stay pending for re-send")
+        settling, self.settling = self.settling, []  # complete: every send has returned
+        for done in settling:
+            try:
+                done.result()
+            except Exception:
+                logger.exception("marking sent fires failed; they stay pending for re-send")
+
+    def close(self) -> None:
+        """Stop the threads once what they were given is done; do not wait for them."""
+        for pool in (self._sender, self._settler):
+            if pool is not None:
+                pool.shutdown(wait=False)
 
 
 def _why_not_run(status: FireStatus, spec: ScheduleSpec) -> str:
@@ -162,6 +206,10 @@ class FencedScheduler(BackgroundScheduler):
         #: monotonic time of the last loop pass, for /healthz.
         self.last_tick = time.monotonic()
 
+    def shutdown(self, wait: bool = True) -> None:
+        super().shutdown(wait)
+        self.handler.close()
+
     def _process_jobs(self) -> float | None:
         self.last_tick = time.monotonic()
         # Not only when paused: shutdown() wakes the loop thread for one last pass after
@@ -184,20 +232,22 @@ class FencedScheduler(BackgroundScheduler):
         if due:
             self.handler.refresh_paused()
         try:
-            # Three phases, each one round trip however many jobs are due (a burst of
-            # thousands in one second): plan, fence every fire, then advance every job.
-            # Fence first, then advance: a crash in between re-fences the same times,
-            # which the unique rows turn into no-ops; nothing advances unfenced.
+            # Plan and fence in chunks of jobs (a burst of thousands in one second): the
+            # first chunk's fires are fenced, and sent, while the next is planned, instead
+            # of after every job is planned. Then advance every job in one statement.
+            # Fence first, then advance: a crash or a lost lease in between re-fences the
+            # same times, which the unique rows turn into no-ops; nothing advances unfenced.
             advances: list[tuple[str, datetime | None]] = []
-            reqs: list[FireRequest] = []
-            for name, next_run_time in due:
-                next_run, job_reqs = self.handler.plan(name, next_run_time, now)
-                advances.append((name, next_run))
-                reqs += job_reqs
-            if not self.may_fire():
-                logger.warning("lease lost; not firing %d due job(s)", len(due))
-                return MAX_WAIT_SECONDS
-            self.handler.claim(reqs)
+            for start in range(0, len(due), CLAIM_CHUNK):
+                reqs: list[FireRequest] = []
+                for name, next_run_time in due[start : start + CLAIM_CHUNK]:
+                    next_run, job_reqs = self.handler.plan(name, next_run_time, now)
+                    advances.append((name, next_run))
+                    reqs += job_reqs
+                if not self.may_fire():
+                    logger.warning("lease lost; not firing %d due job(s)", len(due) - start)
+                    return MAX_WAIT_SECONDS
+                self.handler.claim(reqs)
             self.store.advance(advances)
         finally:
             self.handler.flush()

@@ -31,7 +31,7 @@ from apscheduler.jobstores.base import ConflictingIdError, JobLookupError
 from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
 from apscheduler.triggers.base import BaseTrigger
 from apscheduler.util import datetime_to_utc_timestamp, utc_timestamp_to_datetime
-from sqlalchemy import Engine, and_, bindparam, select
+from sqlalchemy import Engine, and_, bindparam, select, text
 from sqlalchemy.exc import IntegrityError
 
 from services.store.tables import apscheduler_jobs
@@ -136,7 +136,18 @@ class ScheduleJobStore(SQLAlchemyJobStore):
         ]
         removals = [name for name, when in moves if when is None]
         with self.engine.begin() as conn:
-            if updates:
+            if updates and conn.dialect.name == "postgresql":
+                # One statement for any number of jobs: executemany sent 10,000 UPDATEs
+                # for a burst of 10,000, as long again as fencing them (py-spy).
+                conn.execute(
+                    text(
+                        f"UPDATE {t.name} AS j SET next_run_time = v.next"
+                        " FROM unnest(CAST(:ids AS varchar[]), CAST(:nexts AS float8[]))"
+                        " AS v(id, next) WHERE j.id = v.id"
+                    ),
+                    {"ids": [u["job_id"] for u in updates], "nexts": [u["next"] for u in updates]},
+                )
+            elif updates:
                 conn.execute(
                     t.update()
                     .where(t.c.id == bindparam("job_id"))

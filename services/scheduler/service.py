@@ -80,7 +80,7 @@ class SchedulerService:
         self.fence = Fence(engine, settings.instance_id)
         queues = {spec.queue for spec in specs.values()} | {"default"}
         self.recovery = Recovery.from_settings(settings, self.fence, queues)
-        self.dispatcher = Dispatcher(broker, self.fence)
+        self.dispatcher = Dispatcher(broker, self.fence, may_send=lease.valid)
         self.registry = InstanceRegistry(engine, settings.instance_id, "scheduler")
         self.pruner = Pruner(
             engine,

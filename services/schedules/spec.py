@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import MISSING, asdict, dataclass, field, fields
+from dataclasses import MISSING, asdict, dataclass, field, fields, is_dataclass
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
@@ -151,34 +151,38 @@ class ScheduleSpec:
         return spec
 
     def to_json(self) -> dict[str, Any]:
-        """A JSON-safe dict of everything that defines the schedule (not file/line)."""
+        """A JSON-safe dict of everything that defines the schedule (not file/line).
+
+        Reads the fields directly rather than through ``asdict``, whose deep copies cost a
+        new leader a second on 10,000 schedules; nothing here is mutated, only serialized.
+        """
         out: dict[str, Any] = {}
-        for key, value in asdict(self).items():
+        state = self.__dict__
+        for key in _FIELDS_IN_ORDER:
             if key in ("file", "line"):
                 continue
-            if isinstance(value, dict):  # alerts, keep (asdict recursed into them)
+            value = state[key]
+            if is_dataclass(value) and not isinstance(value, type):
+                value = asdict(value)  # alerts, keep
+            if isinstance(value, dict):
                 value = {
                     k: v.total_seconds() if isinstance(v, timedelta) else v
                     for k, v in value.items()
                 }
-            if isinstance(value, timedelta):
-                value = value.total_seconds()
-            elif isinstance(value, datetime):
-                value = value.isoformat()
-            elif isinstance(value, tuple):
-                value = list(value)
-            out[key] = value
+            out[key] = _json_scalar(value)
         return out
 
     def trigger_fingerprint(self) -> str:
-        """Hash of what decides *when* it fires; a change means next_run_time is recomputed."""
-        keys = ("trigger", "cron", "every", "at", "timezone", "start", "end")
-        data = {k: v for k, v in self.to_json().items() if k in keys}
-        return _digest(data)
+        """Hash of what decides *when* it fires; a change means next_run_time is recomputed.
+
+        The same digest as of those keys of ``to_json()``, read from the seven fields
+        directly: ``asdict`` of the whole spec was most of a 10,000-schedule sync.
+        """
+        return _digest({k: _json_scalar(getattr(self, k)) for k in TRIGGER_KEYS})
 
     def fingerprint(self) -> str:
         """Hash of the whole schedule; a change means the stored copy is updated."""
-        return _digest(self.to_json())
+        return fingerprint_of(self.to_json())
 
 
 #: Each field's default (factories called once: AlertPolicy is frozen, so one is shared).
@@ -190,6 +194,26 @@ _FIELD_DEFAULTS: dict[str, Any] = {
 _FIELDS_IN_ORDER = tuple(f.name for f in fields(ScheduleSpec))
 _FIELDS = frozenset(_FIELDS_IN_ORDER)
 _REQUIRED = _FIELDS - _FIELD_DEFAULTS.keys()
+
+
+#: The fields that decide when a schedule fires (its trigger fingerprint).
+TRIGGER_KEYS = ("trigger", "cron", "every", "at", "timezone", "start", "end")
+
+
+def _json_scalar(value: Any) -> Any:
+    """As ``to_json`` converts a field that is not a dict."""
+    if isinstance(value, timedelta):
+        return value.total_seconds()
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, tuple):
+        return list(value)
+    return value
+
+
+def fingerprint_of(data: dict[str, Any]) -> str:
+    """``fingerprint()`` of the spec whose ``to_json()`` is ``data``."""
+    return _digest(data)
 
 
 def _digest(data: dict[str, Any]) -> str:

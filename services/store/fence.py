@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
-from sqlalchemy import Engine, and_, select, update
+from psycopg2.extras import Json as PgJson
+from psycopg2.extras import execute_values
+from sqlalchemy import Connection, Engine, and_, select, update
 
 from services import metrics
 from services.fire_message import build_message, retry_options
@@ -94,23 +97,26 @@ class Fence:
         stmt = (
             upsert(self.engine, fires.name)
             .on_conflict_do_nothing(index_elements=["schedule", "scheduled_for"])
-            .returning(
-                fires.c.id,
-                fires.c.schedule,
-                fires.c.scheduled_for,
-                fires.c.status,
-                fires.c.message_id,
-                fires.c.message,
-            )
+            # Not the message: the won rows hold what this call wrote, and reading 10,000
+            # JSON documents back cost a tenth of a burst's claim (py-spy).
+            .returning(fires.c.id, fires.c.schedule, fires.c.scheduled_for, fires.c.status)
         )
         with self.engine.begin() as conn:
-            rows = conn.execute(stmt, values).all()
+            if conn.dialect.name == "postgresql":
+                rows: Sequence[Any] = _insert_pg(conn, values, now)
+            else:
+                rows = conn.execute(stmt, values).all()
         metrics.record_claim(requests, rows)
-        return [
-            Fire(r.id, r.schedule, as_utc(r.scheduled_for), r.message_id, r.message)  # type: ignore[arg-type]
-            for r in rows
-            if r.status == FireStatus.PENDING
-        ]
+        written = {
+            (r.schedule, as_utc(r.scheduled_for)): v for r, v in zip(requests, values, strict=True)
+        }
+        won = []
+        for r in rows:
+            if r.status == FireStatus.PENDING:
+                at = as_utc(r.scheduled_for)
+                v = written[(r.schedule, at)]
+                won.append(Fire(r.id, r.schedule, at, v["message_id"], v["message"]))  # type: ignore[arg-type]
+        return won
 
     def mark_enqueued(self, ids: list[int]) -> None:
         if not ids:
@@ -203,6 +209,51 @@ class Fence:
                 .values(status=FireStatus.PENDING, message=message, error=reason)
             )
         return done.rowcount == 1
+
+
+#: What ``_insert_pg`` writes: the columns ``claim`` fills, and ``updated_at`` (a Python-side
+#: default that SQLAlchemy would have filled in).
+_PG_COLUMNS = (
+    "schedule",
+    "scheduled_for",
+    "kind",
+    "status",
+    "message_id",
+    "message",
+    "fired_by",
+    "created_at",
+    "finished_at",
+    "error",
+    "updated_at",
+)
+_PG_CLAIM = (
+    f"INSERT INTO {fires.name} ({', '.join(_PG_COLUMNS)}) VALUES %s"
+    " ON CONFLICT (schedule, scheduled_for) DO NOTHING"
+    " RETURNING id, schedule, scheduled_for, status"
+)
+
+
+class _Claimed(NamedTuple):
+    id: int
+    schedule: str
+    scheduled_for: datetime
+    status: str
+
+
+def _insert_pg(conn: Connection, values: list[dict[str, Any]], now: datetime) -> list[_Claimed]:
+    """The claim's INSERT on Postgres: one multi-row statement by psycopg2's
+    ``execute_values``, a third faster than SQLAlchemy's insertmanyvalues for a burst's
+    500-row chunks (most of that was building SQLAlchemy's parameters row by row)."""
+    rows = [
+        tuple(PgJson(v[c]) if c == "message" else v.get(c, now) for c in _PG_COLUMNS)
+        for v in values
+    ]
+    cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+    try:
+        result = execute_values(cursor, _PG_CLAIM, rows, page_size=len(rows), fetch=True)
+    finally:
+        cursor.close()
+    return [_Claimed(*r) for r in result]
 
 
 @dataclass(frozen=True)

@@ -165,3 +165,19 @@ def test_from_values_refuses_what_the_constructor_refuses() -> None:
 def test_spec_has_no_post_init_for_from_values_to_skip() -> None:
     # from_values fills __dict__ directly: a __post_init__ added later would be skipped.
     assert not hasattr(ScheduleSpec, "__post_init__")
+
+
+def test_trigger_fingerprint_is_the_digest_of_to_jsons_trigger_keys() -> None:
+    """Read from the fields directly, it must still equal what older releases stored."""
+    from services.schedules.spec import TRIGGER_KEYS, fingerprint_of
+
+    for spec in (
+        cron_spec(),
+        cron_spec(start=datetime(2026, 1, 1, tzinfo=UTC), end=datetime(2027, 1, 1, tzinfo=UTC)),
+        cron_spec(trigger="every", cron=None, every=timedelta(minutes=90)),
+    ):
+        data = spec.to_json()
+        assert spec.trigger_fingerprint() == fingerprint_of(
+            {k: v for k, v in data.items() if k in TRIGGER_KEYS}
+        )
+        assert spec.fingerprint() == fingerprint_of(data)
