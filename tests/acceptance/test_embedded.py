@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -83,6 +84,9 @@ def test_up_with_the_shipped_schedules_shows_succeeded_fires(
         log.close()
     output = (tmp_path / "up.log").read_text()
     assert "single instance only" in output
+    # Someone watching the terminal sees each fire sent and each attempt finish.
+    assert re.search(r"heartbeat \S+ sent", output), output[-2000:]
+    assert re.search(r"heartbeat \S+ attempt 0 succeeded in [0-9.]+s", output), output[-2000:]
     assert (tmp_path / ".cronwork" / "cronwork.sqlite3").exists()
     assert proc.returncode == 0, output[-2000:]
 
