@@ -17,21 +17,24 @@ from services.store.tables import fires
 from services.timeutil import as_utc, iso
 
 #: One LATERAL probe of the (schedule, scheduled_for) index per name, so a schedule with
-#: months of history costs as much as one with a day. ``at``: the time as ``iso`` writes
-#: it (microseconds only when there are some); ``ms``: what ``views.duration_ms`` gives.
+#: months of history costs as much as one with a day; each name's fires as one JSON array
+#: of [id, status, time as ``iso`` writes it (microseconds only when there are some),
+#: duration as ``views.duration_ms`` gives it].
 _STRIP_PG = text(
     """
-    SELECT f.id, f.schedule, f.status,
-           replace(to_char(f.scheduled_for AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US'),
-                   '.000000', '') || 'Z' AS at,
-           trunc(extract(epoch FROM f.finished_at - f.started_at) * 1000)::bigint AS ms
-    FROM unnest(CAST(:names AS varchar[])) WITH ORDINALITY AS n(name, ord)
+    SELECT n.name, json_agg(json_build_array(
+               f.id, f.status,
+               replace(to_char(f.scheduled_for AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US'),
+                       '.000000', '') || 'Z',
+               trunc(extract(epoch FROM f.finished_at - f.started_at) * 1000)::bigint
+           ) ORDER BY f.scheduled_for DESC) AS strip
+    FROM unnest(CAST(:names AS varchar[])) AS n(name)
     CROSS JOIN LATERAL (
-        SELECT id, schedule, scheduled_for, status, started_at, finished_at
+        SELECT id, scheduled_for, status, started_at, finished_at
         FROM cronwork_fires WHERE schedule = n.name
         ORDER BY scheduled_for DESC LIMIT :per
     ) AS f
-    ORDER BY n.ord, f.scheduled_for DESC
+    GROUP BY n.name
     """
 )
 #: SQLite (embedded: small history) has no LATERAL; a window over the names' fires.
@@ -60,10 +63,10 @@ def recent_fires(conn: Connection, names: Sequence[str], per: int) -> dict[str, 
     if not names:
         return out
     if conn.dialect.name == "postgresql":
-        # In order already (newest first per name): not sorted again here.
-        rows = conn.execute(_STRIP_PG, {"names": list(names), "per": per}).all()
-        for id_, schedule, status, at, ms in rows:
-            out.setdefault(schedule, []).append(StripFire(id_, at, status, ms))
+        # One JSON array per name, newest first: 20,000 rows through the driver and the
+        # result layer one by one cost three times what the query did.
+        for name, strip in conn.execute(_STRIP_PG, {"names": list(names), "per": per}):
+            out[name] = [StripFire(id_, at, status, ms) for id_, status, at, ms in strip]
         return out
     params = {f"n{i}": name for i, name in enumerate(names)}
     listed = ", ".join(f":{key}" for key in params)
