@@ -43,7 +43,7 @@ PAGES = {
 FILL = """
 INSERT INTO cronwork_fires
     (schedule, scheduled_for, kind, status, message_id, message, fired_by, created_at,
-     enqueued_at, started_at, finished_at, attempts, error, error_type)
+     enqueued_at, started_at, finished_at, attempts, error, error_type, updated_at)
 SELECT
     'sched' || lpad((g % :schedules)::text, 5, '0'),
     now() - make_interval(mins => (g / :schedules) * 15),
@@ -58,7 +58,8 @@ SELECT
     now() - make_interval(mins => (g / :schedules) * 15) + make_interval(secs => (g % 90)),
     1,
     CASE WHEN g % 10 = 3 THEN 'the gateway said no' END,
-    CASE WHEN g % 10 = 3 THEN 'RuntimeError' END
+    CASE WHEN g % 10 = 3 THEN 'RuntimeError' END,
+    now() - make_interval(mins => (g / :schedules) * 15) + make_interval(secs => (g % 90))
 FROM generate_series(0, :fires - 1) AS g
 """
 INCIDENTS = """
