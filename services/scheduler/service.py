@@ -21,6 +21,7 @@ from services import metrics
 from services.liveness import liveness_for
 from services.outages import DATABASE, REDIS, Dependency, dependency_of
 from services.redact import redact
+from services.runtime import release_freed_memory
 from services.scheduler.broken import BrokenSchedules
 from services.scheduler.dispatch import Dispatcher
 from services.scheduler.fenced import FencedScheduler, FireHandler
@@ -200,6 +201,7 @@ class SchedulerService:
         try:
             sync_schedule_rows(self.engine, self.specs)
             sync_jobs(store, self.specs, triggers, on_broken=broken)
+            release_freed_memory()
             self._safely(broken.settle, "resolve broken-schedule incidents", DATABASE)
             scheduler.start(paused=True)
             if not self.lease.valid():
