@@ -230,9 +230,27 @@ class Tracking(Middleware):
         result: Any = None,
         exception: BaseException | None = None,
     ) -> None:
+        self._end(result, exception, failed_for_good=bool(message.failed), skipped=None)
+
+    def after_skip_message(self, broker: dramatiq.Broker, message: Any) -> None:
+        # A claimed attempt was skipped: its lock was busy, or another middleware said so.
+        self._end(None, None, failed_for_good=False, skipped="skipped by another middleware")
+
+    def _end(
+        self,
+        result: Any,
+        exception: BaseException | None,
+        *,
+        failed_for_good: bool,
+        skipped: str | None,
+    ) -> None:
+        """Decide and record the outcome of this thread's claimed attempt, if it has one.
+
+        ``skipped``: the reason recorded when the attempt was skipped and nothing said why.
+        """
         run: Run | None = getattr(self._local, "run", None)
         self._local.run = None
-        skip_reason = take_skip_reason()
+        skip_reason = take_skip_reason() or skipped
         _set_current(None)
         if run is None or run.claimed.attempt_id is None:
             return
@@ -245,32 +263,10 @@ class Tracking(Middleware):
             duration_ms=int((time.monotonic() - run.started_mono) * 1000),
             result=result,
             exception=exception,
-            failed_for_good=bool(message.failed),
+            failed_for_good=failed_for_good,
             skip_reason=skip_reason,
         )
         self._finish(run, outcome, exception)
-
-    def after_skip_message(self, broker: dramatiq.Broker, message: Any) -> None:
-        # A claimed attempt was skipped: its lock was busy, or another middleware said so.
-        run: Run | None = getattr(self._local, "run", None)
-        self._local.run = None
-        reason = take_skip_reason()
-        _set_current(None)
-        if run is None or run.claimed.attempt_id is None:
-            return
-        outcome = decide(
-            message_id=run.message_id,
-            attempt_id=run.claimed.attempt_id,
-            fire_id=run.claimed.fire_id,
-            attempt=run.attempt,
-            finished_at=utcnow(),
-            duration_ms=int((time.monotonic() - run.started_mono) * 1000),
-            result=None,
-            exception=None,
-            failed_for_good=False,
-            skip_reason=reason or "skipped by another middleware",
-        )
-        self._finish(run, outcome, None)
 
     def _finish(self, run: Run, outcome: Outcome, exception: BaseException | None) -> None:
         if run.lock is not None:
