@@ -318,20 +318,8 @@ def parse_lock(node: Node) -> dict[str, Any]:
     Validated as services/locks/options.py validates every lock, and kept as the plain
     mapping that travels in the fire's message (the worker takes the lock).
     """
-    if mapping(node) is None:
-        raise Invalid(
-            f'lock must be a mapping, e.g. {{key: "sync-{{region}}", ttl: 10m}}, got {show(node)}'
-        )
-    values: dict[str, Any] = {}
-    seen: dict[str, int] = {}
-    for key_node, value_node in node.value:
-        key = str(key_node.value) if isinstance(key_node, ScalarNode) else ""
-        if key not in LOCK_KEYS:
-            raise Invalid(f"lock: unknown key '{show_text(key)}'{hint(key, LOCK_KEYS)}", key_node)
-        if key in seen:
-            raise Invalid(f"lock: duplicate key '{key}' (first at line {seen[key]})", key_node)
-        seen[key] = line_of(key_node)
-        values[key] = scalar(value_node)
+    example = '{key: "sync-{region}", ttl: 10m}'
+    values = _sub_settings(node, "lock", example, dict.fromkeys(LOCK_KEYS, scalar))
     try:
         options = LockOptions.from_mapping(values)
     except LockOptionsError as exc:

@@ -50,6 +50,7 @@ def test_a_lock_is_validated_and_travels_in_the_message() -> None:
         ("{key: x, ttl: 0s}", "must be greater than zero"),
         ("{key: x, ttl: 1m, colour: red}", "lock: unknown key 'colour'"),
         ("[x]", "lock must be a mapping"),
+        ("{key: [x], ttl: 1m}", "lock: key: expected a single value"),
         ('{key: "a{", ttl: 1m}', "is not a valid template"),
         ("{key: x, ttl: 1m, on_busy: later}", "on_busy must be one of skip, wait, raise"),
         ("{key: x, ttl: 1m, timeout: 5s}", "timeout only applies with on_busy: wait"),
