@@ -92,37 +92,33 @@ class Dispatcher:
         # One INFO line per fire, as someone watching the log expects; a burst of hundreds
         # in one chunk gets one line for the lot (10,000 lines in the second that matters
         # cost the last fire of a burst a third of a second), and each fire at DEBUG.
-        if len(sent) <= FIRE_LINES_UP_TO:
+        each = logging.INFO
+        if len(sent) > FIRE_LINES_UP_TO:
+            each = logging.DEBUG
+            first, last = sent[0][0], sent[-1][0]
+            logger.info(
+                "%d fire(s) sent (%s %s .. %s %s)",
+                len(sent),
+                first.schedule,
+                iso(first.scheduled_for),
+                last.schedule,
+                iso(last.scheduled_for),
+                extra={"action": "fires_sent", "count": len(sent)},
+            )
+        if logger.isEnabledFor(each):
             for fire, _ in sent:
-                logger.info(
+                due = iso(fire.scheduled_for)
+                logger.log(
+                    each,
                     "%s %s sent",
                     fire.schedule,
-                    iso(fire.scheduled_for),
+                    due,
                     extra={
                         "action": "fire_sent",
                         "schedule": fire.schedule,
-                        "scheduled_for": iso(fire.scheduled_for),
+                        "scheduled_for": due,
                         "fire_id": fire.id,
                     },
-                )
-            return len(sent)
-        first, last = sent[0][0], sent[-1][0]
-        logger.info(
-            "%d fire(s) sent (%s %s .. %s %s)",
-            len(sent),
-            first.schedule,
-            iso(first.scheduled_for),
-            last.schedule,
-            iso(last.scheduled_for),
-            extra={"action": "fires_sent", "count": len(sent)},
-        )
-        if logger.isEnabledFor(logging.DEBUG):
-            for fire, _ in sent:
-                logger.debug(
-                    "%s %s sent",
-                    fire.schedule,
-                    iso(fire.scheduled_for),
-                    extra={"action": "fire_sent", "fire_id": fire.id},
                 )
         return len(sent)
 
