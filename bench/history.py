@@ -140,7 +140,7 @@ def queries(engine: Engine, schedules: dict[str, ScheduleSpec]) -> dict[str, Cal
     page_one = history(engine, limit=20)
     cursor = int(page_one[-1]["id"]) if page_one else 1
     return {
-        "status": lambda: status(engine, schedules, 10.0, strip=1),
+        "status": lambda: status(engine, schedules, 10.0, strip_length=1),
         "status --json (20 recent fires each)": lambda: status(engine, schedules, 10.0),
         "schedules page": lambda: schedules_page(engine, schedules, SchedulesQuery(), 10.0),
         "history": lambda: history(engine),

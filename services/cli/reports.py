@@ -57,9 +57,9 @@ def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
 
     # The table shows each schedule's newest fire only: reading 20 of them for every one
     # of 1,000 schedules was three quarters of the command's time.
-    strip = STRIP_LENGTH if args.json else 1
+    strip_length = STRIP_LENGTH if args.json else 1
     engine = open_engine(settings, read_only=True)
-    data = status(engine, load_specs(settings), settings.lease_ttl, strip=strip)
+    data = status(engine, load_specs(settings), settings.lease_ttl, strip_length=strip_length)
     if args.json:
         print_json(data)
         return 0

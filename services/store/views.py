@@ -54,13 +54,16 @@ def leader(engine: Engine, lease_ttl: float) -> dict[str, Any] | None:
 
 
 def status(
-    engine: Engine, specs: dict[str, ScheduleSpec], lease_ttl: float, strip: int = STRIP_LENGTH
+    engine: Engine,
+    specs: dict[str, ScheduleSpec],
+    lease_ttl: float,
+    strip_length: int = STRIP_LENGTH,
 ) -> dict[str, Any]:
-    """``cronwork status --json``: the leader and every schedule's row (``strip``: how
-    many recent fires each row holds)."""
+    """``cronwork status --json``: the leader and every schedule's row (``strip_length``:
+    how many recent fires each row holds)."""
     return {
         "leader": leader(engine, lease_ttl),
-        "schedules": schedule_rows(engine, list(specs.values()), strip_length=strip),
+        "schedules": schedule_rows(engine, list(specs.values()), strip_length=strip_length),
     }
 
 
