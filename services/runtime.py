@@ -103,9 +103,9 @@ def prepare_broker(
 def release_freed_memory() -> None:
     """Hand the C heap's free pages back to the system (glibc only; elsewhere nothing).
 
-    Loading and syncing 10,000 schedules builds and drops tens of MB (a YAML tree, rows,
-    statements); glibc keeps freed memory in the middle of its heap for later, so the
-    scheduler stayed that much bigger for its whole life.
+    Syncing 10,000 schedules builds and drops tens of MB (rows, statements); glibc keeps
+    freed memory in the middle of its heap for later, so the scheduler stayed that much
+    bigger for its whole life.
     """
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")

@@ -81,13 +81,11 @@ def load_compacted(settings: Settings) -> ScheduleFile:
     dropped, then read back once the tree is gone, they are packed anew and those arenas
     go (bench/scheduler_memory.py: some 20 MB less resident for the process's life).
     """
-    from services.runtime import load_schedule_file, release_freed_memory
+    from services.runtime import load_schedule_file
 
     blob = pickle.dumps(load_schedule_file(settings))
     gc.collect()
     loaded: ScheduleFile = pickle.loads(blob)
-    del blob
-    release_freed_memory()
     return loaded
 
 
