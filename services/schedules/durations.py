@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from datetime import timedelta
+from functools import lru_cache
 
 from services.errors import DurationError
 
@@ -46,6 +47,7 @@ def parse_duration(text: object) -> timedelta:
     return delta
 
 
+@lru_cache(maxsize=1024)  # status describes every schedule's trigger twice; few distinct
 def format_duration(delta: timedelta) -> str:
     """The shortest canonical spelling of ``delta`` (inverse of parse_duration)."""
     ms = round(delta.total_seconds() * 1000)

@@ -20,7 +20,7 @@ from services.store.incidents import IncidentStore
 from services.store.migrate import upgrade
 from services.store.schedule_rows import paused_names, resume_expired, set_paused
 from services.store.tables import fires, schedules
-from services.store.views import history, status
+from services.store.views import IN_LIST_LIMIT, history, schedule_rows, status
 from services.timeutil import utcnow
 from services.vocabulary import AuditAction, FireKind, FireStatus, IncidentKind
 from services.web.app import CSP
@@ -359,3 +359,24 @@ def test_the_strip_writes_times_and_durations_as_history_does(site: Site) -> Non
     newest = by_id[row["last_fire"]["id"]]
     assert row["last_fire"]["duration_ms"] == newest["duration_ms"] is None
     assert row["last_duration_ms"] == by_id[row["strip"][1]["id"]]["duration_ms"] == 3000
+
+
+def test_a_long_report_reads_its_strips_beside_the_rows_and_shows_the_same(db_url: str) -> None:
+    """Above IN_LIST_LIMIT names, Postgres reads the strips in parts on other connections
+    (services/store/views.py): every row must come out as it does on its own."""
+    for built in build(db_url, specs(IN_LIST_LIMIT + 30)):
+        every = list(built.dash.specs.values())
+        base = utcnow().replace(microsecond=0) - timedelta(hours=1)
+        for i, spec in enumerate(every[::7]):
+            for n in range(i % 4 + 1):
+                outcome = FireStatus.FAILED if (i + n) % 3 == 0 else FireStatus.SUCCEEDED
+                built.fire(spec.name, outcome, at=base + timedelta(minutes=n, microseconds=i))
+        now = utcnow()
+        together = schedule_rows(built.engine, every, now)
+        assert len(together) == len(every) > IN_LIST_LIMIT
+        alone = [schedule_rows(built.engine, [spec], now)[0] for spec in every]
+        assert together == alone
+        with_fires = [r for r in together if r["strip"]]
+        assert len(with_fires) == len(every[::7])
+        assert all(r["last_fire"]["id"] == r["strip"][0]["id"] for r in with_fires)
+        assert {len(r["strip"]) for r in with_fires} == {1, 2, 3, 4}
