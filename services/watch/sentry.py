@@ -22,12 +22,10 @@ from __future__ import annotations
 
 import logging
 import re
+import sys
 import uuid
 from datetime import timedelta
 from typing import Any
-
-import sentry_sdk
-from sentry_sdk.crons import capture_checkin
 
 from services.schedules.spec import ScheduleSpec
 from services.settings import Settings
@@ -43,6 +41,7 @@ def init_sentry(settings: Settings, *, dramatiq: bool) -> bool:
     """Initialise the SDK when a DSN is set; True if it was."""
     if settings.sentry_dsn is None:
         return False
+    import sentry_sdk
     from sentry_sdk.integrations.logging import ignore_logger
 
     integrations: list[Any] = []
@@ -69,12 +68,19 @@ def _before_send(event: Any, hint: dict[str, Any]) -> Any:
 
 
 def enabled() -> bool:
-    client = sentry_sdk.get_client()
+    # The SDK is imported only where a DSN is set (6 MB resident in each process,
+    # bench/scheduler_memory.py); if nothing imported it, nothing initialised it.
+    sdk = sys.modules.get("sentry_sdk")
+    if sdk is None:
+        return False
+    client = sdk.get_client()
     return client.is_active() and bool(client.dsn)
 
 
 def flush(timeout: float) -> None:
     if enabled():
+        import sentry_sdk
+
         sentry_sdk.flush(timeout)
 
 
@@ -82,6 +88,8 @@ def capture_failure(exception: BaseException) -> str | None:
     """Report a fire's final exception; the Sentry event id, or None."""
     if not enabled():
         return None
+    import sentry_sdk
+
     try:
         return sentry_sdk.capture_exception(exception)
     except Exception:
@@ -132,6 +140,8 @@ def checkin(spec: ScheduleSpec | None, message_id: str, status: str) -> None:
     config = monitor_config(spec)
     if config is None:
         return
+    from sentry_sdk.crons import capture_checkin
+
     try:
         capture_checkin(
             monitor_slug=monitor_slug(spec.name),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import pickle
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -153,6 +154,10 @@ def test_from_values_builds_what_the_constructor_builds() -> None:
     assert ScheduleSpec.from_values(values).kwargs is not built.kwargs
     with pytest.raises(dataclasses.FrozenInstanceError):
         built.name = "other"  # type: ignore[misc]
+    # Slots, no dict (a scheduler holds every spec); `cronwork scheduler` pickles them.
+    assert not hasattr(built, "__dict__")
+    again = pickle.loads(pickle.dumps(built))
+    assert again == built and (again.file, again.line) == ("x.yaml", 7)
 
 
 def test_from_values_refuses_what_the_constructor_refuses() -> None:
@@ -163,7 +168,7 @@ def test_from_values_refuses_what_the_constructor_refuses() -> None:
 
 
 def test_spec_has_no_post_init_for_from_values_to_skip() -> None:
-    # from_values fills __dict__ directly: a __post_init__ added later would be skipped.
+    # from_values sets the slots directly: a __post_init__ added later would be skipped.
     assert not hasattr(ScheduleSpec, "__post_init__")
 
 
