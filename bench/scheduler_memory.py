@@ -78,6 +78,12 @@ def memory_kb(pid: int) -> dict[str, int]:
     return out
 
 
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU time of a process so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def _env(folder: Path, **extra: str) -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if not k.startswith("CRONWORK_")} | {
         "PYTHONPATH": f"{folder}{os.pathsep}{Path(__file__).resolve().parents[1]}",
@@ -132,8 +138,10 @@ def measure(
         _wait_for_line(proc, ready, timeout=600)
         ready_s = time.perf_counter() - started
         at_ready = memory_kb(proc.pid)
+        cpu_at_ready = cpu_seconds(proc.pid)
         samples = _watch(proc.pid, seconds, every=max(1.0, seconds / 60))
         peak = memory_kb(proc.pid)["VmHWM"]
+        cpu = cpu_seconds(proc.pid) - cpu_at_ready
     finally:
         proc.terminate()
         proc.wait(30)
@@ -148,6 +156,8 @@ def measure(
         "rss_end_mb": samples[-1][1] / 1024,
         "peak_mb": peak / 1024,
         "growth_mb": (late - early) / 1024,
+        # Share of one core it used while measured (after ready).
+        "cpu_pct": 100 * cpu / max(samples[-1][0], 1e-9),
         "fires": float("nan"),
     }
 
@@ -241,6 +251,7 @@ def main(argv: list[str] | None = None) -> str:
             f"{r['rss_end_mb']:.0f}",
             f"{r['peak_mb']:.0f}",
             f"{r['growth_mb']:+.1f}",
+            f"{r['cpu_pct']:.1f}",
             what,
             fires,
         )
@@ -249,7 +260,7 @@ def main(argv: list[str] | None = None) -> str:
     return table(
         [
             ("scheduler memory", "start->ready s", "RSS MB", "RSS end MB", "peak MB",
-             "growth MB", "measured", "fires"),
+             "growth MB", "CPU %", "measured", "fires"),
             row("import floor (bare Python, same imports)", floor, "1 s"),
             row(f"stock APScheduler 3, {n} jobs in SQLAlchemyJobStore", stock,
                 f"{min(seconds, 60.0):.0f} s"),
