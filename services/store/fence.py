@@ -194,7 +194,11 @@ class Fence:
         """Put a fire whose message the broker lost back to ``pending``, to be sent again
         with the same message id, unless it moved on meanwhile (compare and set)."""
         message = fire.message
-        if fire.status == FireStatus.RETRYING:
+        if fire.attempts:
+            # Sent again as the attempt after the newest one, whatever the stored message
+            # counted: the retry that waited (retrying), or the re-send of an attempt whose
+            # worker died (enqueued again). An older number would be skipped as a
+            # duplicate at every delivery and the fire never run.
             message = {**message, "options": retry_options(message["options"], fire.attempts)}
         with self.engine.begin() as conn:
             done = conn.execute(

@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy import Engine, and_, case, func, literal, select, update
 
 from services.constants import FIRE_OPTION
-from services.fire_message import FireOptions, with_resends
+from services.fire_message import FireOptions, retry_options, with_resends
 from services.store.tables import attempts, fires, incidents, schedules
 from services.timeutil import as_utc
 from services.vocabulary import (
@@ -109,10 +109,13 @@ def abandon(
         options = FireOptions.from_options(fire.message["options"])
         resends = options.resends if options is not None else 0
         if resend and resends < max_resends:
-            message = {
-                **fire.message,
-                "options": with_resends(fire.message["options"], resends + 1),
-            }
+            # The re-send is the attempt after this one. The stored message does not count
+            # the retries Dramatiq sent since (attempt 2 of a fire whose 0 and 1 failed
+            # still reads retries 0): set them as the retry that sent this attempt had
+            # them, then add the re-send, or the re-send repeats an attempt that already
+            # ran and every delivery of it is skipped as a duplicate.
+            retried = retry_options(fire.message["options"], run.attempt)
+            message = {**fire.message, "options": with_resends(retried, resends + 1)}
             status = FireStatus.PENDING
             values: dict[str, Any] = {"message": message}
         else:

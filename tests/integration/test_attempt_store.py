@@ -214,3 +214,57 @@ def test_a_late_success_after_a_mistaken_abandonment_is_what_it_was(db: Engine) 
     assert fire_row(db, fire).status == "succeeded"  # no false failure, no retry used up
     resent = store(db).claim(claim(fire, attempt=1, instance="w2"))
     assert resent.skip_reason == "fire already succeeded"
+
+
+def test_a_worker_lost_during_a_retry_is_resent_as_the_next_attempt(db: Engine) -> None:
+    """Chaos seed 606: attempts 0 and 1 failed (Dramatiq's Retries sent each retry, which
+    the stored message does not count); the worker running attempt 2 died. The re-send
+    must be attempt 3, not attempt 1 again: every delivery of that was skipped as a
+    duplicate, and the fire stayed open for good with no incident."""
+    from services.fire_message import FireOptions, attempt_number
+    from services.store.watch_queries import abandon, running_attempts
+
+    fire = new_fire(db, max_retries=5)
+    for n in (0, 1):
+        tried = store(db).claim(claim(fire, attempt=n))
+        store(db).finish(outcome(tried, AttemptStatus.RETRYING, FireStatus.RETRYING))
+    store(db).claim(claim(fire, attempt=2))
+    [run] = running_attempts(db)
+    assert abandon(db, run, utcnow(), "worker w1 stopped heartbeating", resend=True, max_resends=3)
+    options = fire_row(db, fire).message["options"]
+    fire_options = FireOptions.from_options(options)
+    assert fire_options is not None and fire_options.resends == 1  # one re-send, no retry
+    assert attempt_number(options, fire_options) == 3
+    resent = store(db).claim(claim(fire, attempt=3, instance="w2"))
+    assert resent.skip_reason is None and resent.attempt == 3
+    assert fire_row(db, fire).status == "running"
+    # Dramatiq counts only the two failures against max_retries.
+    assert options["retries"] == 2
+
+
+def test_a_lost_message_is_sent_again_as_the_next_attempt(db: Engine) -> None:
+    """The leader's re-send of a message the broker lost numbers it after the fire's
+    newest attempt, even if the stored message says otherwise (a safety net for seed 606:
+    a stale number was skipped as a duplicate at every delivery, the fire open for good)."""
+    from services.fire_message import FireOptions, attempt_number, with_resends
+
+    fire = new_fire(db, max_retries=5)
+    for n in (0, 1, 2):
+        tried = store(db).claim(claim(fire, attempt=n))
+        store(db).finish(outcome(tried, AttemptStatus.RETRYING, FireStatus.RETRYING))
+    stale = fire_row(db, fire).message
+    stale = {**stale, "options": with_resends(stale["options"], 1)}  # reads as attempt 1
+    with db.begin() as conn:
+        conn.execute(
+            update(fires)
+            .where(fires.c.id == fire.id)
+            .values(status=FireStatus.ENQUEUED, message=stale, updated_at=utcnow())
+        )
+    fence = Fence(db, "leader")
+    [waiting] = fence.waiting(timedelta(seconds=-60))
+    assert fence.requeue_lost(waiting, "message lost by the broker")
+    options = fire_row(db, fire).message["options"]
+    fire_options = FireOptions.from_options(options)
+    assert fire_options is not None and attempt_number(options, fire_options) == 3
+    resent = store(db).claim(claim(fire, attempt=3, instance="w2"))
+    assert resent.skip_reason is None and resent.attempt == 3
