@@ -99,12 +99,17 @@ def schedule_rows(
         for part in parts:
             strips.update(part.result())
     for row in out:
-        strip = strips.get(row["name"])
-        if strip is not None:
-            row["last_fire"] = strip.newest
-            row["last_duration_ms"] = strip.last_duration_ms
-            row["strip"] = strip.fires
+        row.update(_strip_fields(strips.get(row["name"])))
     return out
+
+
+def _strip_fields(strip: Strip | None) -> dict[str, Any]:
+    """A row's fields read from its strip (none: no fire yet)."""
+    return {
+        "last_fire": None if strip is None else strip.newest,
+        "last_duration_ms": None if strip is None else strip.last_duration_ms,
+        "strip": [] if strip is None else strip.fires,
+    }
 
 
 def _read_strips(engine: Engine, names: list[str], per: int) -> dict[str, Strip]:
@@ -150,7 +155,6 @@ def _rows(
                 next_run = first and first.astimezone(UTC)  # year 1 at +05:00 is not in UTC
             except Exception as exc:  # one schedule's trigger must not fail the whole report
                 broken = f"{type(exc).__name__}: {exc}"
-        strip = strips.get(spec.name)
         found = open_incidents.get(spec.name, [])
         # Overdue: the watchdog says so, or the stored next run is older than the grace,
         # which means no scheduler is advancing it (nobody leads).
@@ -168,9 +172,7 @@ def _rows(
                 "next_run": iso(next_run) if spec.enabled and pause is None else None,
                 # Why its fire times cannot be computed (services/scheduler/broken.py).
                 "broken": broken,
-                "last_fire": None if strip is None else strip.newest,
-                "last_duration_ms": None if strip is None else strip.last_duration_ms,
-                "strip": [] if strip is None else strip.fires,
+                **_strip_fields(strips.get(spec.name)),
                 "overdue": spec.enabled
                 and pause is None
                 and (stale or any(i["kind"] == IncidentKind.OVERDUE for i in found)),

@@ -34,6 +34,8 @@ FAILED_BACKSTOP_DELAY = timedelta(seconds=30)
 _PROBE_WINDOWS = (60, 3600, 86400, 32 * 86400, 400 * 86400)
 #: Steps walked from a fire towards ``before`` before the window is halved instead.
 _SHORT_WALK = 64
+#: Halvings at most: 400 days halved 64 times is far below a microsecond.
+_HALVINGS = 64
 
 
 def last_fire_time(trigger: BaseTrigger, before: datetime) -> datetime | None:
@@ -51,7 +53,7 @@ def last_fire_time(trigger: BaseTrigger, before: datetime) -> datetime | None:
         # after its start and none after ``before`` from its end, until a short walk
         # from the fire found reaches the last one.
         lo, hi = before - farther, before - nearer
-        for _ in range(64):
+        for _ in range(_HALVINGS):
             last = _walk(trigger, t, before)
             if last is not None:
                 return as_utc(last)
