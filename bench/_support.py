@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import psycopg2
@@ -73,6 +74,32 @@ def redis_prefix() -> Iterator[str]:
         for key in client.scan_iter(match=f"{prefix}*", count=1000):
             client.delete(key)
         client.close()
+
+
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU time of a process so far (Linux)."""
+    return _cpu_of(Path(f"/proc/{pid}/stat").read_text())
+
+
+def cpu_by_name(names: Collection[str]) -> dict[str, float]:
+    """CPU seconds so far of every process whose name is one of ``names``, summed by name:
+    what the servers a benchmark shares the machine with (``postgres``, ``redis-server``)
+    spent, read before and after the measured part."""
+    out = dict.fromkeys(names, 0.0)
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:  # the process ended meanwhile
+            continue
+        name = text[text.index("(") + 1 : text.rindex(")")]
+        if name in out:
+            out[name] += _cpu_of(text)
+    return out
+
+
+def _cpu_of(stat: str) -> float:
+    fields = stat.rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def table(rows: Sequence[tuple[str, ...]]) -> str:

@@ -27,7 +27,7 @@ import threading
 import time
 from pathlib import Path
 
-from bench._support import ACTORS, REDIS_SERVER, database, redis_prefix, table
+from bench._support import ACTORS, REDIS_SERVER, cpu_seconds, database, redis_prefix, table
 
 ZONES = ("UTC", "Europe/Berlin", "America/New_York", "Asia/Tokyo")
 #: What the scheduler imports, for the import-floor baseline.
@@ -76,12 +76,6 @@ def memory_kb(pid: int) -> dict[str, int]:
         if key in ("VmRSS", "VmHWM"):
             out[key] = int(value.split()[0])
     return out
-
-
-def cpu_seconds(pid: int) -> float:
-    """User plus system CPU time of a process so far."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _env(folder: Path, **extra: str) -> dict[str, str]:

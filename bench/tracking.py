@@ -4,8 +4,9 @@ N no-op messages through a real Redis broker, drained by P worker processes of 8
 each (spawned, as ``cronwork worker`` spawns them), messages enqueued before the workers
 start. Baseline: Dramatiq's default middleware only. cronwork: the worker broker of
 ``cronwork worker`` (tracking with its claim and outcome, skip-if-succeeded, retries,
-time limit, heartbeats, message references, the alert hook) and INFO logging, one line
-per attempt, written to /dev/null.
+time limit, heartbeats, message references, the alert hook), Prometheus samples written
+to files as `cronwork worker`'s children write them, and INFO logging, one line per
+attempt, written to /dev/null.
 """
 
 from __future__ import annotations
@@ -13,15 +14,31 @@ from __future__ import annotations
 import argparse
 import multiprocessing
 import multiprocessing.synchronize
+import os
+import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import dramatiq
 from dramatiq.brokers.redis import RedisBroker
 
-from bench._support import REDIS_SERVER, database, redis_prefix, table
+from bench._support import REDIS_SERVER, cpu_by_name, cpu_seconds, database, redis_prefix, table
 
 THREADS = 8
+#: The servers whose CPU time a run reports beside the workers'.
+SERVERS = ("postgres", "redis-server")
+
+
+@dataclass(frozen=True)
+class Drain:
+    """One run: how long the queue took to drain and the CPU seconds spent meanwhile."""
+
+    seconds: float
+    workers_cpu: float
+    servers_cpu: dict[str, float]
 
 
 def _child(
@@ -49,17 +66,20 @@ def _broker(mode: str, url: str | None, prefix: str) -> dramatiq.Broker:
         dramatiq.actor(actor_name="noop", broker=broker, max_retries=0)(lambda: None)
         return broker
     import logging
-    import os
 
+    from prometheus_client import values
     from pydantic import SecretStr
 
     from services.logs import configure_logging
+    from services.metrics import MULTIPROC_ENV
     from services.settings import Settings
     from services.store.engines import make_engine
     from services.worker.alert_hook import install
     from services.worker.broker import worker_broker
 
     assert url is not None
+    # As `cronwork worker` runs its children: Prometheus samples in files its parent reads.
+    assert MULTIPROC_ENV in os.environ and values.ValueClass is not values.MutexValue
     settings = Settings(
         database_url=SecretStr(url),
         redis_url=SecretStr(REDIS_SERVER),
@@ -102,9 +122,26 @@ def _fill(mode: str, url: str | None, prefix: str, n: int) -> RedisBroker:
     return broker
 
 
-def run(mode: str, n: int, processes: int) -> float:
+@contextmanager
+def _metrics_dir(mode: str) -> Iterator[None]:
+    """For cronwork's children, what `cronwork worker` gives its own: a directory for their
+    Prometheus samples (multiprocess mode, chosen when they import prometheus_client)."""
+    if mode == "baseline":
+        yield
+        return
+    from services.metrics import MULTIPROC_ENV
+
+    with tempfile.TemporaryDirectory(prefix="cwbench-metrics-") as folder:
+        os.environ[MULTIPROC_ENV] = folder
+        try:
+            yield
+        finally:
+            del os.environ[MULTIPROC_ENV]
+
+
+def run(mode: str, n: int, processes: int) -> Drain:
     ctx = multiprocessing.get_context("spawn")
-    with redis_prefix() as prefix, database() as url:
+    with redis_prefix() as prefix, database() as url, _metrics_dir(mode):
         filler = _fill(mode, url, prefix, n)
         ready = ctx.Barrier(processes + 1)
         go, done = ctx.Event(), ctx.Event()
@@ -115,15 +152,23 @@ def run(mode: str, n: int, processes: int) -> float:
         for child in children:
             child.start()
         ready.wait(timeout=120)
+        workers_before = sum(cpu_seconds(c.pid) for c in children if c.pid is not None)
+        servers_before = cpu_by_name(SERVERS)
         started = time.perf_counter()
         go.set()
         filler.join("default", interval=20, timeout=600_000)
         elapsed = time.perf_counter() - started
+        workers = sum(cpu_seconds(c.pid) for c in children if c.pid is not None)
+        servers = cpu_by_name(SERVERS)
         done.set()
         for child in children:
             child.join(30)
         filler.close()
-    return elapsed
+    return Drain(
+        seconds=elapsed,
+        workers_cpu=workers - workers_before,
+        servers_cpu={k: servers[k] - servers_before[k] for k in SERVERS},
+    )
 
 
 def main(argv: list[str] | None = None) -> str:
@@ -133,7 +178,17 @@ def main(argv: list[str] | None = None) -> str:
     args = parser.parse_args(argv)
     n = args.messages
     out: list[tuple[str, ...]] = [
-        ("worker", "processes", "messages", "seconds", "msg/s", "ratio (msg/s)")
+        (
+            "worker",
+            "processes",
+            "messages",
+            "seconds",
+            "msg/s",
+            "ratio (msg/s)",
+            "CPU ms/msg: workers",
+            "postgres",
+            "redis",
+        )
     ]
     for processes in args.processes:
         base = run("baseline", n, processes)
@@ -147,8 +202,14 @@ def main(argv: list[str] | None = None) -> str:
     return table(out)
 
 
-def _fig(n: int, seconds: float, base: float) -> tuple[str, str, str]:
-    return f"{seconds:.2f}", f"{n / seconds:.0f}", f"{base / seconds:.2f}"
+def _fig(n: int, drain: Drain, base: Drain) -> tuple[str, ...]:
+    per_message = (drain.workers_cpu, *(drain.servers_cpu[s] for s in SERVERS))
+    return (
+        f"{drain.seconds:.2f}",
+        f"{n / drain.seconds:.0f}",
+        f"{base.seconds / drain.seconds:.2f}",
+        *(f"{1000 * cpu / n:.2f}" for cpu in per_message),
+    )
 
 
 if __name__ == "__main__":
