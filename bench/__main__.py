@@ -32,7 +32,7 @@ BENCHMARKS: dict[str, tuple[Callable[[list[str]], str], list[str], list[str]]] =
     "fire_lag": (fire_lag.main, ["--seconds", "15"], ["--full"]),
     "failover": (failover.main, [], ["--full"]),
     "scheduler_memory": (scheduler_memory.main, ["--minutes", "1"], ["--full"]),
-    "tracking": (tracking.main, [], []),
+    "tracking": (tracking.main, [], ["--messages", "10000", "--rounds", "3"]),
     "dashboard": (dashboard.main, ["--fires", "100000"], []),
     "history": (history.main, [], ["--full"]),
     "retention": (retention.main, [], ["--full"]),

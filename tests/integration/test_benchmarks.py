@@ -34,5 +34,6 @@ def test_burst_bench_counts_every_fire_once() -> None:
 
 
 def test_tracking_bench_drains_its_messages() -> None:
-    out = tracking.main(["--messages", "60", "--processes", "1"])
+    out = tracking.main(["--messages", "60", "--processes", "1", "--rounds", "2"])
     assert any(r.startswith("cronwork") for r in rows(out)), out
+    assert "over 2 rounds" in out, out
