@@ -6,7 +6,8 @@ start. Baseline: Dramatiq's default middleware only. cronwork: the worker broker
 ``cronwork worker`` (tracking with its claim and outcome, skip-if-succeeded, retries,
 time limit, heartbeats, message references, the alert hook), Prometheus samples written
 to files as `cronwork worker`'s children write them, and INFO logging, one line per
-attempt, written to /dev/null.
+attempt, written to /dev/null. Each cronwork run then checks that every fire succeeded
+with exactly one attempt.
 """
 
 from __future__ import annotations
@@ -164,11 +165,37 @@ def run(mode: str, n: int, processes: int) -> Drain:
         for child in children:
             child.join(30)
         filler.close()
+        if mode != "baseline":
+            _check_recorded(url, n)
     return Drain(
         seconds=elapsed,
         workers_cpu=workers - workers_before,
         servers_cpu={k: servers[k] - servers_before[k] for k in SERVERS},
     )
+
+
+def _check_recorded(url: str | None, n: int) -> None:
+    """Every message ran once and is on record: its fire succeeded with one attempt. The
+    queue was empty, so every message was acknowledged; each one only after this."""
+    from sqlalchemy import text
+
+    from services.store.engines import make_engine
+
+    assert url is not None
+    engine = make_engine(url)
+    try:
+        with engine.connect() as conn:
+            fires = conn.execute(
+                text("SELECT status, count(*) FROM cronwork_fires GROUP BY status")
+            ).all()
+            attempts = conn.execute(
+                text("SELECT status, count(*) FROM cronwork_attempts GROUP BY status")
+            ).all()
+    finally:
+        engine.dispose()
+    expected = [("succeeded", n)]
+    if [tuple(r) for r in fires] != expected or [tuple(r) for r in attempts] != expected:
+        raise SystemExit(f"not every message is on record: fires {fires}, attempts {attempts}")
 
 
 def main(argv: list[str] | None = None) -> str:

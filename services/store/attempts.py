@@ -26,7 +26,7 @@ from sqlalchemy import Connection, Engine, and_, func, select, update
 from services.fire_message import FireOptions, with_resends
 from services.liveness import Liveness
 from services.store.engines import is_postgres
-from services.store.group_commit import GroupCommit
+from services.store.group_commit import GroupCommit, Pending
 from services.store.tables import attempts, fires, schedules
 from services.vocabulary import (
     FINAL_FIRE_STATUSES,
@@ -263,25 +263,16 @@ class AttemptStore:
 
     # -- outcome -------------------------------------------------------------------
 
+    def finish_later(self, o: Outcome) -> Pending | None:
+        """Queue the outcome in the batch writer and return at once (Postgres); None where
+        there is no batch writer: call ``finish``."""
+        if self.group is None:
+            return None
+        return self.group.finish_later(_outcome_values(o))
+
     def finish(self, o: Outcome) -> None:
-        fire_finished_at = o.finished_at if o.final else None
         if self.group is not None:
-            self.group.finish(
-                (
-                    o.message_id,
-                    o.attempt_id,
-                    o.attempt,
-                    o.status.value,
-                    o.fire_status.value,
-                    o.finished_at,
-                    fire_finished_at,
-                    o.duration_ms,
-                    o.error_type,
-                    o.error_message,
-                    o.traceback,
-                    o.result,
-                )
-            )
+            self.group.finish(_outcome_values(o))
             return
         with self.engine.begin() as conn:
             conn.execute(
@@ -309,9 +300,27 @@ class AttemptStore:
                     )
                     .values(
                         status=o.fire_status,
-                        finished_at=fire_finished_at,
+                        finished_at=o.finished_at if o.final else None,
                         error=o.error_message,
                         error_type=o.error_type,
                         updated_at=o.finished_at,
                     )
                 )
+
+
+def _outcome_values(o: Outcome) -> tuple[Any, ...]:
+    """An outcome as the batch writer takes it (services/store/group_commit.py)."""
+    return (
+        o.message_id,
+        o.attempt_id,
+        o.attempt,
+        o.status.value,
+        o.fire_status.value,
+        o.finished_at,
+        o.finished_at if o.final else None,
+        o.duration_ms,
+        o.error_type,
+        o.error_message,
+        o.traceback,
+        o.result,
+    )

@@ -22,7 +22,7 @@ import threading
 from collections import deque
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import Engine
 
@@ -38,6 +38,12 @@ MAX_BATCH = 128
 WRITERS = 1
 
 
+class Pending(Protocol):
+    """A write queued with ``finish_later``."""
+
+    def wait(self) -> Any: ...
+
+
 @dataclass(slots=True)
 class _Job:
     claim: bool
@@ -48,6 +54,14 @@ class _Job:
     done: threading.Lock = field(default_factory=threading.Lock)
     result: Any = None
     error: BaseException | None = None
+
+    def wait(self) -> Any:
+        """Block until the job's batch is committed; its result, or its batch's error.
+        Called once per job: the writer releases ``done`` once."""
+        self.done.acquire()
+        if self.error is not None:
+            raise self.error
+        return self.result
 
 
 class GroupCommit:
@@ -78,8 +92,19 @@ class GroupCommit:
         returns once it is committed."""
         self._submit(_Job(False, values))
 
+    def finish_later(self, values: tuple[Any, ...]) -> Pending:
+        """Queue an outcome (as ``finish``) and return at once; ``wait()`` on the result
+        blocks until it is committed (services/worker/acks.py acknowledges then)."""
+        job = _Job(False, values)
+        self._enqueue(job)
+        return job
+
     def _submit(self, job: _Job) -> Any:
-        job.done.acquire()
+        self._enqueue(job)
+        return job.wait()
+
+    def _enqueue(self, job: _Job) -> None:
+        job.done.acquire()  # held until the writer has committed the job's batch
         with self._wake:
             self._queue.append(job)
             self._wake.notify()
@@ -91,10 +116,6 @@ class GroupCommit:
                     )
                     thread.start()
                     self._threads.append(thread)
-        job.done.acquire()  # released by the writer once the batch is committed
-        if job.error is not None:
-            raise job.error
-        return job.result
 
     # -- the writer thread ---------------------------------------------------------------
 

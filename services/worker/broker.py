@@ -9,7 +9,6 @@ from pathlib import Path
 
 import dramatiq
 import redis
-from dramatiq.brokers.redis import RedisBroker
 from dramatiq.brokers.stub import StubBroker
 from dramatiq.middleware import AgeLimit, Middleware
 from sqlalchemy import Engine
@@ -18,6 +17,7 @@ from services.broker import SEND_TIMEOUT_SECONDS, dramatiq_namespace, standard_m
 from services.liveness import DatabaseLiveness, Liveness, RedisBeacon, RedisLiveness
 from services.message_refs import RecordRefs
 from services.settings import Settings
+from services.worker.acks import HeldAckBroker, HeldAcks
 from services.worker.heartbeat import WorkerHeartbeat
 from services.worker.tracking import Tracking
 
@@ -57,16 +57,18 @@ def worker_broker(
         return RedisBeacon(client(), settings.redis_prefix, iid, settings.lost_after_seconds)
 
     dramatiq_own = [m for m in standard_middleware() if not isinstance(m, AgeLimit)]
+    # Redis only: the in-memory broker acknowledges nothing, so each thread waits there.
+    acks = HeldAcks() if url is not None else None
     middleware: list[Middleware] = [
         AgeLimit(),
-        Tracking(engine_factory, iid, liveness),
+        Tracking(engine_factory, iid, liveness, acks),
         WorkerHeartbeat(
             engine_factory, iid, settings.heartbeat_interval, heartbeat_file, beacon_factory=beacon
         ),
         *dramatiq_own,
     ]
-    if url is None:
+    if acks is None:
         return StubBroker(middleware=middleware)
     namespace = dramatiq_namespace(settings)
     middleware.append(RecordRefs())
-    return RedisBroker(url=url, namespace=namespace, middleware=middleware)
+    return HeldAckBroker(url=url, namespace=namespace, middleware=middleware, acks=acks)

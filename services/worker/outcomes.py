@@ -137,9 +137,12 @@ class OutcomeWriter:
         self._wake = threading.Condition()
         self._thread: threading.Thread | None = None
 
-    def record(self, outcome: Outcome) -> bool:
-        """Write ``outcome``; True once it landed, False when it went to the background."""
-        deadline = time.monotonic() + self.inline_seconds
+    def record(self, outcome: Outcome, *, inline: bool = True) -> bool:
+        """Write ``outcome``; True once it landed, False when it went to the background.
+
+        ``inline``: keep trying here for ``inline_seconds`` first; False tries once.
+        """
+        deadline = time.monotonic() + (self.inline_seconds if inline else 0.0)
         delay = 0.05
         while True:
             try:

@@ -9,8 +9,9 @@ A Dramatiq middleware, first in the worker's list (services/worker/broker.py):
   without using up a retry.
 - ``after_process_message`` runs after ``Retries`` (Dramatiq calls after-hooks in reverse
   order), so ``message.failed`` already says whether this was the last attempt. It
-  decides the outcome once (services/worker/outcomes.py), writes it until it lands,
-  then tells its listeners (the alert hook) what it decided.
+  decides the outcome once (services/worker/outcomes.py), tells its listeners (the alert
+  hook) what it decided, and queues the write; the message is acknowledged once the
+  write is committed (services/worker/acks.py), written again until it lands.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from services.redact import redact
 from services.store.attempts import AttemptStore, Claim, Claimed, Outcome
 from services.timeutil import iso, utcnow
 from services.vocabulary import AttemptStatus
+from services.worker.acks import HeldAcks
 from services.worker.job_locks import JobLocks
 from services.worker.outcomes import OutcomeWriter, decide
 
@@ -85,8 +87,12 @@ class Tracking(Middleware):
         engine_factory: Callable[[], Engine],
         instance_id: str,
         liveness_factory: Callable[[], Liveness | None] = lambda: None,
+        acks: HeldAcks | None = None,
     ) -> None:
         self._engine_factory = engine_factory
+        #: Where outcomes' acknowledgements wait for their commit (services/worker/acks.py);
+        #: None: each worker thread waits for its own outcome's commit.
+        self.acks = acks
         self._liveness_factory = liveness_factory
         self._store: AttemptStore | None = None
         self._writer: OutcomeWriter | None = None
@@ -220,6 +226,13 @@ class Tracking(Middleware):
                 redact(str(send_exc)),
             )
 
+    def before_worker_thread_shutdown(self, broker: dramatiq.Broker, thread: Any) -> None:
+        # Each worker thread leaves once every acknowledgement handed over is sent, so a
+        # stopping worker is done when Dramatiq has joined its threads, as it was when
+        # each thread waited for its own (the heartbeat then marks the worker stopped).
+        if self.acks is not None:
+            self.acks.flush()
+
     # -- after -------------------------------------------------------------------
 
     def after_process_message(
@@ -276,7 +289,11 @@ class Tracking(Middleware):
         metrics.record_attempt(run.fire.schedule, outcome.status, outcome.duration_ms / 1000)
         for listener in self.listeners:
             _tell(listener.attempt_finished, run, outcome, exception)
-        self.writer.record(outcome)
+        pending = None if self.acks is None else self.store.finish_later(outcome)
+        if self.acks is None or pending is None:
+            self.writer.record(outcome)
+        else:
+            self.acks.hold(run.message_id, pending, outcome, self.writer)
         if logger.isEnabledFor(logging.INFO):
             due = iso(run.fire.scheduled_for)
             logger.info(

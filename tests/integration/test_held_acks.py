@@ -1,0 +1,195 @@
+"""A tracked message is acknowledged only once its outcome is committed, though its worker
+thread no longer waits for either (services/worker/acks.py).
+
+Each test holds a row lock on the fire from inside the job's body, so the outcome's batch
+waits on Postgres while the test looks at Redis; then lets it go, breaks the write, stops
+the worker or cuts Redis, and checks the message is acknowledged exactly when its
+outcome is on record, and the body ran once.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import redis
+from sqlalchemy import Connection, Engine, text
+
+from services.settings import Settings
+from services.store.engines import make_engine
+from tests.conftest import REDIS_SERVER
+from tests.integration.conftest import attempt_rows, make_settings, spec
+from tests.integration.worker_harness import (  # noqa: F401 (fixtures)
+    Harness,
+    harness_factory_fixture,
+    harness_fixture,
+)
+from tests.proxy import TcpProxy
+from tests.waiting import wait_for
+
+pytestmark = pytest.mark.timeout(120)
+
+
+def unacknowledged(settings: Settings) -> int:
+    """Messages Redis still holds (queued, or delivered and not acknowledged)."""
+    client = redis.Redis.from_url(REDIS_SERVER)
+    try:
+        return int(client.hlen(f"{settings.redis_prefix}-dramatiq:default.msgs"))
+    finally:
+        client.close()
+
+
+class FireLock:
+    """The job's body locks its own fire row and returns; the outcome's batch then waits
+    on Postgres until ``release``."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.runs = 0
+        self._conn: Connection | None = None
+
+    def body(self) -> None:
+        self.runs += 1
+        conn = self.engine.connect()
+        conn.begin()
+        conn.execute(text("SELECT id FROM cronwork_fires WHERE schedule = 'held' FOR UPDATE"))
+        self._conn = conn
+
+    def wait_blocked(self) -> int:
+        """The pid of the writer's connection once its batch waits on the lock."""
+
+        def blocked() -> int | None:
+            with self.engine.connect() as conn:
+                pid = conn.execute(
+                    text(
+                        "SELECT pid FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+                        " AND query LIKE 'EXECUTE cronwork_batch%'"
+                    )
+                ).scalar()
+            return None if pid is None else int(pid)
+
+        return int(wait_for(blocked, timeout=15, what="the outcome's batch to wait on the lock"))
+
+    def release(self) -> None:
+        if self._conn is not None:
+            self._conn.rollback()
+            self._conn.close()
+            self._conn = None
+
+
+@pytest.fixture(name="fire_lock")
+def fire_lock_fixture(engine: Engine) -> Iterator[FireLock]:
+    lock = FireLock(engine)
+    yield lock
+    lock.release()
+
+
+def _held_job(h: Harness, lock: FireLock) -> Any:
+    h.actor("held_actor", max_retries=0)(lock.body)
+    h.start()
+    return h.fire(spec("held", actor="held_actor"))
+
+
+def _outcome(engine: Engine, message_id: str) -> str:
+    [row] = attempt_rows(engine, message_id)
+    return str(row.status)
+
+
+def test_a_message_is_acknowledged_once_its_outcome_is_committed(
+    harness: Harness, engine: Engine, fire_lock: FireLock
+) -> None:
+    fire = _held_job(harness, fire_lock)
+    fire_lock.wait_blocked()
+    # The body returned; its outcome waits on Postgres, and its acknowledgement with it.
+    assert _outcome(engine, fire.message_id) == "running"
+    assert unacknowledged(harness.settings) == 1
+
+    fire_lock.release()
+    harness.wait_fire(fire)
+    wait_for(lambda: unacknowledged(harness.settings) == 0, timeout=10, what="the ack")
+    assert _outcome(engine, fire.message_id) == "succeeded"
+    assert fire_lock.runs == 1
+
+
+def test_an_outcome_whose_batch_failed_is_written_again_before_the_ack(
+    harness: Harness, engine: Engine, fire_lock: FireLock
+) -> None:
+    fire = _held_job(harness, fire_lock)
+    writer = fire_lock.wait_blocked()
+    with engine.connect() as conn:  # the batch fails: its connection is gone
+        conn.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": writer})
+    # Written again on a new connection, which waits on the same lock.
+    wait_for(lambda: fire_lock.wait_blocked() != writer, timeout=15, what="a second write")
+    assert unacknowledged(harness.settings) == 1
+
+    fire_lock.release()
+    wait_for(lambda: unacknowledged(harness.settings) == 0, timeout=15, what="the ack")
+    assert _outcome(engine, fire.message_id) == "succeeded"
+    assert harness.wait_fire(fire).status == "succeeded"
+    assert fire_lock.runs == 1
+
+
+def test_a_stopping_worker_sends_its_held_acknowledgements_before_it_stops(
+    harness: Harness, engine: Engine, fire_lock: FireLock
+) -> None:
+    fire = _held_job(harness, fire_lock)
+    fire_lock.wait_blocked()
+    threading.Timer(1.0, fire_lock.release).start()
+    assert harness.worker is not None
+    harness.worker.stop(timeout=30_000)
+    # Stopped: so the outcome is on record and the message acknowledged, though both
+    # waited for the lock to go a second after the stop began.
+    assert _outcome(engine, fire.message_id) == "succeeded"
+    assert unacknowledged(harness.settings) == 0
+    harness.worker = None
+
+
+def test_acknowledgements_wait_out_a_redis_outage(
+    engine: Engine, pg_url: str, redis_prefix: str, fire_lock: FireLock, caplog: Any
+) -> None:
+    proxy = TcpProxy("127.0.0.1", 6379)
+    settings = make_settings(redis_prefix, redis_url=proxy.url_for(REDIS_SERVER, 6379))
+    harness = Harness(engine, settings, lambda: make_engine(pg_url))
+    try:
+        fire = _held_job(harness, fire_lock)
+        fire_lock.wait_blocked()
+        with caplog.at_level(logging.WARNING, logger="services.worker.acks"):
+            proxy.cut()
+            fire_lock.release()  # the outcome commits; Redis is away for its ack
+            wait_for(
+                lambda: any("could not acknowledge" in r.message for r in caplog.records),
+                timeout=15,
+                what="a failed acknowledgement",
+            )
+            assert _outcome(engine, fire.message_id) == "succeeded"
+            assert unacknowledged(settings) == 1
+            proxy.restore()
+            wait_for(lambda: unacknowledged(settings) == 0, timeout=20, what="the ack")
+        assert fire_lock.runs == 1
+    finally:
+        proxy.restore()
+        harness.close()
+        proxy.close()
+
+
+def test_acknowledgements_survive_a_redis_that_forgot_its_scripts(
+    harness: Harness, engine: Engine, redis_client: redis.Redis
+) -> None:
+    runs: list[float] = []
+
+    def body() -> None:
+        runs.append(time.monotonic())
+        # As a restarted Redis would: Dramatiq's script is gone before the ack is sent.
+        redis_client.script_flush()
+
+    harness.actor("forgetful_actor", max_retries=0)(body)
+    harness.start()
+    fire = harness.fire(spec("forgetful", actor="forgetful_actor"))
+    harness.wait_fire(fire)
+    wait_for(lambda: unacknowledged(harness.settings) == 0, timeout=10, what="the ack")
+    assert _outcome(engine, fire.message_id) == "succeeded"
+    assert len(runs) == 1
