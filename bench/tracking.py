@@ -87,7 +87,7 @@ def _broker(mode: str, url: str | None, prefix: str) -> dramatiq.Broker:
         redis_prefix=prefix,
         instance_id=f"bench-{os.getpid()}",
     )
-    configure_logging(settings, stream=open(os.devnull, "w"))  # noqa: SIM115
+    configure_logging(settings, stream=open(os.devnull, "w"), coalesce=True)  # noqa: SIM115
     logging.getLogger().setLevel(logging.INFO)
     engine = make_engine(url, pool_size=THREADS + 2, pre_ping=False)  # as the worker's
     worker = worker_broker(settings, engine_factory=lambda: engine)

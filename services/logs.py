@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import logging
 import sys
+import threading
+import time
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
@@ -25,6 +27,69 @@ class JsonFormatter(logging.Formatter):
         if record.exc_text or record.exc_info:
             out["exc"] = record.exc_text or self.formatException(record.exc_info)  # type: ignore[arg-type]
         return json.dumps(out, default=str)
+
+
+class CoalescingStreamHandler(logging.StreamHandler):
+    """A stream handler that writes a burst of lines with one system call.
+
+    A worker logs a line per attempt from each of its threads. Written and flushed one by
+    one, each line is a system call during which its thread gives up the interpreter
+    lock while it holds the handler's: under load every other thread that logs queues on
+    that lock, and the process spends more time handing the lock around than logging
+    (a fifth of a tracked worker's throughput with two processes on two cores). Here a
+    line after a quiet spell is written at once; lines that follow within ``interval``
+    are kept and written together by a timer thread at most ``interval`` later. Logging's
+    shutdown (at exit) writes what is kept; a killed process loses at most the last
+    ``interval`` of lines.
+    """
+
+    def __init__(self, stream: Any = None, interval: float = 0.05) -> None:
+        super().__init__(stream)
+        self.interval = interval
+        self._kept: list[str] = []
+        self._last_write = 0.0
+        self._due = threading.Event()
+        self._timer: threading.Thread | None = None
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            line = self.format(record) + self.terminator
+        except Exception:
+            self.handleError(record)
+            return
+        # Called with the handler's lock held (Handler.handle).
+        self._kept.append(line)
+        if time.monotonic() - self._last_write >= self.interval:
+            self._write()
+        elif not self._due.is_set():
+            self._due.set()
+            if self._timer is None or not self._timer.is_alive():
+                self._timer = threading.Thread(
+                    target=self._write_later, name="cronwork-log-writer", daemon=True
+                )
+                self._timer.start()
+
+    def flush(self) -> None:
+        with self.lock:  # type: ignore[union-attr]
+            self._write()
+
+    def _write(self) -> None:
+        self._last_write = time.monotonic()
+        if not self._kept:
+            return
+        text, self._kept = "".join(self._kept), []
+        try:
+            self.stream.write(text)
+            self.stream.flush()
+        except Exception:  # as StreamHandler: a broken stream must not break the caller
+            self.handleError(logging.makeLogRecord({"msg": "could not write log lines"}))
+
+    def _write_later(self) -> None:
+        while True:
+            self._due.wait()
+            time.sleep(self.interval)
+            self._due.clear()
+            self.flush()
 
 
 def secrets_of(settings: Settings) -> list[str]:
@@ -93,8 +158,11 @@ def _dramatiq_noise(record: logging.LogRecord) -> bool:
     return "Results middleware" not in message and not message.endswith("was skipped.")
 
 
-def configure_logging(settings: Settings, stream: Any = None) -> None:
-    handler = logging.StreamHandler(stream or sys.stderr)
+def configure_logging(settings: Settings, stream: Any = None, *, coalesce: bool = False) -> None:
+    """``coalesce``: lines that come in bursts are written together (a worker process,
+    ``CoalescingStreamHandler``); otherwise each line is written as it is logged."""
+    target = stream or sys.stderr
+    handler = CoalescingStreamHandler(target) if coalesce else logging.StreamHandler(target)
     handler.addFilter(RedactingFilter(secrets_of(settings)))
     if settings.log_format == "json":
         handler.setFormatter(JsonFormatter())

@@ -20,7 +20,7 @@ THREADS_ENV = "CRONWORK_WORKER_THREADS"
 def setup() -> None:
     """Build the tracking broker from CRONWORK_* and import the actors (Dramatiq calls this)."""
     settings = Settings()
-    configure_logging(settings)
+    configure_logging(settings, coalesce=True)  # a line per attempt, from every thread
     configure_redaction(settings)  # stored errors and alerts mask the configured secrets
     init_sentry(settings, dramatiq=True)  # before the broker: it patches Broker.__init__
     instance_id = settings.instance_id
