@@ -57,8 +57,13 @@ def _worth_masking(secret: str) -> bool:
 
 def redact(text: str, secrets: Iterable[str] = ()) -> str:
     """``text`` with URL passwords, DSN keys, webhook paths and known secrets masked."""
-    for secret in (*_configured, *secrets):
-        if _worth_masking(secret) and secret in text:
+    return _redact(text, (*_configured, *(s for s in secrets if _worth_masking(s))))
+
+
+def _redact(text: str, secrets: tuple[str, ...]) -> str:
+    """``redact`` with its secrets already chosen (all worth masking)."""
+    for secret in secrets:
+        if secret in text:
             text = text.replace(secret, MASK)
     if "://" in text:
         text = _mask_url_passwords(text)
@@ -141,18 +146,29 @@ class RedactingFilter(logging.Filter):
     def __init__(self, secrets: Iterable[str] = ()) -> None:
         super().__init__()
         self.secrets = [s for s in secrets if s]
+        # What every record is masked with: the filter's secrets and the configured ones,
+        # chosen once (a worker logs a line per attempt from each thread) and again only
+        # when ``configure`` changes them.
+        self._seen: tuple[str, ...] | None = None
+        self._all: tuple[str, ...] = ()
 
     def filter(self, record: logging.LogRecord) -> bool:
+        if self._seen is not _configured:
+            own = tuple(s for s in self.secrets if _worth_masking(s))
+            self._all, self._seen = (*_configured, *own), _configured
+        secrets = self._all
         message = record.getMessage()
         if record.exc_info and not record.exc_text:
             record.exc_text = logging.Formatter().formatException(record.exc_info)
-        cleaned = redact(message, self.secrets)
+        cleaned = _redact(message, secrets)
         if cleaned != message or record.args:
             record.msg, record.args = cleaned, None
         if record.exc_text:
-            record.exc_text = redact(record.exc_text, self.secrets)
-        # Formatters such as the JSON one print ``extra`` fields too.
-        for key, value in list(vars(record).items()):
-            if key not in STANDARD_ATTRS and isinstance(value, str):
-                setattr(record, key, redact(value, self.secrets))
+            record.exc_text = _redact(record.exc_text, secrets)
+        # Formatters such as the JSON one print ``extra`` fields too. Values are replaced,
+        # never added: the record's attributes can be walked while they change.
+        fields = record.__dict__
+        for key, value in fields.items():
+            if isinstance(value, str) and key not in STANDARD_ATTRS:
+                fields[key] = _redact(value, secrets)
         return True
