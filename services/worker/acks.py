@@ -46,6 +46,31 @@ RETRY_FIRST_SECONDS = 0.5
 RETRY_MAX_SECONDS = 5.0
 
 
+#: Dramatiq's acknowledgement (``ack`` in dramatiq/brokers/redis/dispatch.lua) of many
+#: messages of one queue in one call: packing a command costs the sender's interpreter by
+#: its arguments, and Dramatiq's script takes one message and twelve arguments. Returns
+#: the messages it did not find where Dramatiq 2 keeps them, for Dramatiq's own script
+#: to acknowledge: a later Dramatiq that keeps them elsewhere costs speed, not
+#: correctness (tests/integration/test_held_acks.py checks this one finds them).
+#: KEYS: namespace. ARGV: timestamp, queue, worker id, then the messages' Redis ids.
+ACK_MANY = """
+local namespace = KEYS[1]
+local worker_id = ARGV[3]
+redis.call("zadd", namespace .. ":__heartbeats__", ARGV[1], worker_id)
+local acks = namespace .. ":__acks__." .. worker_id .. "." .. ARGV[2]
+local messages = namespace .. ":" .. ARGV[2] .. ".msgs"
+local missed = {}
+for i = 4, #ARGV do
+    if redis.call("srem", acks, ARGV[i]) > 0 then
+        redis.call("hdel", messages, ARGV[i])
+    else
+        missed[#missed + 1] = ARGV[i]
+    end
+end
+return missed
+"""
+
+
 @dataclass(slots=True)
 class _Held:
     """An outcome queued in the batch writer, its message not acknowledged yet."""
@@ -76,6 +101,7 @@ class HeldAcks:
         #: Acknowledgements handed over and not yet sent (``flush`` waits for none).
         self._unsent = 0
         self._closed = False
+        self._ack_many: Any = None
 
     def bind(self, broker: RedisBroker) -> None:
         self._broker = broker
@@ -152,38 +178,13 @@ class HeldAcks:
                 self._wake.notify_all()
 
     def _send(self, acks: list[_Ack]) -> None:
-        """Dramatiq's own acknowledgement script for each, in one round trip; retried until
-        Redis takes them (as Dramatiq retries its own), each one harmless sent twice."""
-        broker = self._broker
-        assert broker is not None
-        script = broker.scripts["dispatch"]
+        """Send the acknowledgements, retried until Redis takes them (as Dramatiq retries
+        its own); each one is harmless sent twice."""
         delay = RETRY_FIRST_SECONDS
         while True:
             try:
-                pipe = broker.client.pipeline(transaction=False)
-                now = current_millis()
-                for ack in acks:
-                    # The arguments of RedisBroker._dispatch, maintenance off: the
-                    # consumers' fetches do it.
-                    pipe.evalsha(
-                        script.sha,
-                        1,
-                        broker.namespace,
-                        ack.command,
-                        now,
-                        ack.queue,
-                        broker.broker_id,
-                        broker.heartbeat_timeout,
-                        broker.dead_message_ttl,
-                        0,
-                        broker._max_unpack_size(),
-                        ack.redis_id,
-                    )
-                pipe.execute()
+                self._send_once(acks)
                 return
-            except redis.exceptions.NoScriptError:
-                # A restarted Redis forgot the script: load it again and resend at once.
-                broker.client.script_load(script.script)
             except redis.RedisError as exc:
                 logger.warning(
                     "could not acknowledge %d messages, retrying in %.1fs: %s",
@@ -193,6 +194,51 @@ class HeldAcks:
                 )
                 time.sleep(delay)
                 delay = min(delay * 2, RETRY_MAX_SECONDS)
+
+    def _send_once(self, acks: list[_Ack]) -> None:
+        """The acks of each queue in one call of ``ACK_MANY``; the nacks, and any ack it did
+        not find, with Dramatiq's own script (one call each, in one round trip)."""
+        broker = self._broker
+        assert broker is not None
+        if self._ack_many is None:
+            self._ack_many = broker.client.register_script(ACK_MANY)
+        now = current_millis()
+        by_queue: dict[str, list[str]] = {}
+        one_by_one: list[tuple[str, str, str]] = []  # command, queue, Redis id
+        for ack in acks:
+            if ack.command == "ack":
+                by_queue.setdefault(ack.queue, []).append(ack.redis_id)
+            else:
+                one_by_one.append((ack.command, ack.queue, ack.redis_id))
+        for queue, ids in by_queue.items():
+            # A Script call loads the script again into a Redis that forgot it.
+            missed = self._ack_many(
+                keys=[broker.namespace], args=[now, queue, broker.broker_id, *ids]
+            )
+            one_by_one += [("ack", queue, _text(m)) for m in missed]
+        if not one_by_one:
+            return
+        script = broker.scripts["dispatch"]
+        pipe = broker.client.pipeline(transaction=False)
+        for command, queue, redis_id in one_by_one:
+            # The arguments of RedisBroker._dispatch, maintenance off: the consumers'
+            # fetches do it.
+            script(
+                keys=[broker.namespace],
+                args=[
+                    command,
+                    now,
+                    queue,
+                    broker.broker_id,
+                    broker.heartbeat_timeout,
+                    broker.dead_message_ttl,
+                    0,
+                    broker._max_unpack_size(),
+                    redis_id,
+                ],
+                client=pipe,
+            )
+        pipe.execute()
 
 
 def _settle(acks: list[_Ack]) -> None:
@@ -252,3 +298,7 @@ class HeldAckBroker(RedisBroker):
 
     def consume(self, queue_name: str, prefetch: int = 1, timeout: int = 5000) -> Consumer:
         return _HeldAckConsumer(super().consume(queue_name, prefetch, timeout), self.held_acks)
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value

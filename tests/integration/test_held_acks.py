@@ -15,6 +15,7 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+import dramatiq
 import pytest
 import redis
 from sqlalchemy import Connection, Engine, text
@@ -193,3 +194,52 @@ def test_acknowledgements_survive_a_redis_that_forgot_its_scripts(
     wait_for(lambda: unacknowledged(harness.settings) == 0, timeout=10, what="the ack")
     assert _outcome(engine, fire.message_id) == "succeeded"
     assert len(runs) == 1
+
+
+def test_a_job_that_failed_for_good_is_dead_lettered_once_recorded(
+    harness: Harness, engine: Engine, redis_client: redis.Redis
+) -> None:
+    def body() -> None:
+        raise RuntimeError("boom")
+
+    harness.actor("failing_actor", max_retries=0)(body)
+    harness.start()
+    fire = harness.fire(spec("failing", actor="failing_actor"))
+    assert harness.wait_fire(fire).status == "failed"
+    namespace = f"{harness.settings.redis_prefix}-dramatiq"
+    # Dramatiq's nack: out of the queue's messages, into its dead-letter set.
+    wait_for(
+        lambda: redis_client.zcard(f"{namespace}:default.XQ") == 1,
+        timeout=10,
+        what="the dead-lettered message",
+    )
+    assert unacknowledged(harness.settings) == 0
+
+
+def test_many_acknowledgements_in_one_call_find_dramatiqs_messages(
+    settings: Settings, redis_client: redis.Redis
+) -> None:
+    """ACK_MANY finds messages where this Dramatiq keeps them (else every ack would take
+    the slower path through Dramatiq's own script), and returns those it did not find."""
+    from dramatiq.brokers.redis import RedisBroker
+
+    from services.broker import dramatiq_namespace
+    from services.worker.acks import ACK_MANY
+
+    namespace = dramatiq_namespace(settings)
+    broker = RedisBroker(url=REDIS_SERVER, namespace=namespace)
+    try:
+        actor = dramatiq.actor(actor_name="plain", broker=broker)(lambda: None)
+        for _ in range(3):
+            actor.send()
+        consumer = broker.consume("default", prefetch=3, timeout=100)
+        fetched = [next(consumer) for _ in range(3)]
+        ids = [m.options["redis_message_id"] for m in fetched if m is not None]
+        assert len(ids) == 3 and unacknowledged(settings) == 3
+        ack_many = broker.client.register_script(ACK_MANY)
+        missed = ack_many(keys=[namespace], args=[0, "default", broker.broker_id, *ids, "nope"])
+        assert [m.decode() for m in missed] == ["nope"]
+        assert unacknowledged(settings) == 0
+        assert redis_client.scard(f"{namespace}:__acks__.{broker.broker_id}.default") == 0
+    finally:
+        broker.close()
