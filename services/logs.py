@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import sys
@@ -38,9 +39,11 @@ class CoalescingStreamHandler(logging.StreamHandler):
     that lock, and the process spends more time handing the lock around than logging
     (a fifth of a tracked worker's throughput with two processes on two cores). Here a
     line after a quiet spell is written at once; lines that follow within ``interval``
-    are kept and written together by a timer thread at most ``interval`` later. Logging's
-    shutdown (at exit) writes what is kept; a killed process loses at most the last
-    ``interval`` of lines.
+    are kept and written together by a timer thread at most ``interval`` later; a warning
+    or worse is written at once. Logging's shutdown (at exit) writes what is kept, and so
+    does the worker's broker when it closes (Dramatiq's worker process closes the pipe
+    its stderr is before exiting); a killed process loses at most the last ``interval``
+    of lines.
     """
 
     def __init__(self, stream: Any = None, interval: float = 0.05) -> None:
@@ -59,7 +62,10 @@ class CoalescingStreamHandler(logging.StreamHandler):
             return
         # Called with the handler's lock held (Handler.handle).
         self._kept.append(line)
-        if time.monotonic() - self._last_write >= self.interval:
+        # A warning or worse is written at once, with whatever is kept before it.
+        if record.levelno >= logging.WARNING or (
+            time.monotonic() - self._last_write >= self.interval
+        ):
             self._write()
         elif not self._due.is_set():
             self._due.set()
@@ -186,3 +192,10 @@ def configure_logging(settings: Settings, stream: Any = None, *, coalesce: bool 
     logging.getLogger("dramatiq.worker.WorkerThread").addFilter(_dramatiq_noise)
     for noisy in ("apscheduler", "alembic"):
         logging.getLogger(noisy).setLevel(max(root.level, logging.WARNING))
+
+
+def flush_logs() -> None:
+    """Write every line the root logger's handlers keep."""
+    for handler in logging.getLogger().handlers:
+        with contextlib.suppress(Exception):  # a closed stream: nothing more to write to
+            handler.flush()

@@ -153,9 +153,10 @@ class RedactingFilter(logging.Filter):
         self._all: tuple[str, ...] = ()
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if self._seen is not _configured:
+        configured = _configured  # once: configure() may replace it meanwhile
+        if self._seen is not configured:
             own = tuple(s for s in self.secrets if _worth_masking(s))
-            self._all, self._seen = (*_configured, *own), _configured
+            self._all, self._seen = (*configured, *own), configured
         secrets = self._all
         message = record.getMessage()
         if record.exc_info and not record.exc_text:

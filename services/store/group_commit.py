@@ -1,13 +1,14 @@
 """Group commit for the worker's hot path on Postgres: one writer per process.
 
-Every worker thread claims an attempt before its body runs and records its outcome after,
-and neither may go on before its write is durable. Written one by one, that is two
-statements, two commits and two plans per message, each holding a connection and, on a
-small machine, competing for the same CPUs as the workers. Here each worker thread hands
-its write to one writer thread and waits; the writer takes everything waiting (up to
-``MAX_BATCH``), writes all of it in one prepared statement (one round trip, one commit),
-and wakes each thread with its own answer. Nothing is acknowledged before it is
-committed.
+Every worker thread claims an attempt before its body runs and records its outcome after;
+the body may not run before its claim is durable, nor its message be acknowledged before
+its outcome is (services/worker/acks.py holds the acknowledgement meanwhile). Written one
+by one, that is two statements, two commits and two plans per message, each holding a
+connection and, on a small machine, competing for the same CPUs as the workers. Here each
+worker thread hands its write to one writer thread (and waits, or not: ``finish_later``);
+the writer takes everything waiting (up to ``MAX_BATCH``), writes all of it in one
+prepared statement (one round trip, one commit), and wakes each waiting thread with its
+own answer.
 
 A claim the batch statement does not insert (the fire has its outcome, a duplicate, a
 dead worker's attempt...) comes back undecided: the caller decides it with the checked,
@@ -56,9 +57,9 @@ class _Job:
     error: BaseException | None = None
 
     def wait(self) -> Any:
-        """Block until the job's batch is committed; its result, or its batch's error.
-        Called once per job: the writer releases ``done`` once."""
+        """Block until the job's batch is committed; its result, or its batch's error."""
         self.done.acquire()
+        self.done.release()  # the writer releases it once: open for any later wait
         if self.error is not None:
             raise self.error
         return self.result

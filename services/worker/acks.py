@@ -11,19 +11,25 @@ Now tracking queues the outcome in the batch writer (services/store/group_commit
 ``hold``s the acknowledgement; when Dramatiq asks the consumer to acknowledge, the
 consumer hands it to one thread per process and the worker thread takes its next message
 at once, its outcome riding in the same batch as its next claim. That thread waits for
-each held outcome's commit, then sends every acknowledgement that is ready in one
-pipeline, each one Dramatiq's own script. The order is the one that matters, as before:
-the outcome committed, then the acknowledgement. A worker killed in between leaves its
-message unacknowledged, and Dramatiq gives it to another worker, whose claim finds the
-fire decided and skips it.
+each held outcome's commit, then sends every acknowledgement that is ready in one round
+trip (``ACK_MANY``). The order is the one that matters, as before: the outcome
+committed, then the acknowledgement. A worker killed in between leaves its message
+unacknowledged, and Dramatiq gives it to another worker, whose claim finds the fire
+decided and skips it. An outcome Postgres would not take for a while goes to the
+background writer, and its message is acknowledged once that wrote it.
+
+Dramatiq's ``after_ack`` and ``after_nack`` hooks now run when the acknowledgement is
+handed over, before it is sent; no middleware of the worker's uses them.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,15 +38,17 @@ from dramatiq.broker import Consumer, MessageProxy
 from dramatiq.brokers.redis import RedisBroker
 from dramatiq.common import current_millis
 
+from services.logs import flush_logs
 from services.redact import redact
 from services.store.attempts import Outcome
 from services.store.group_commit import Pending
-from services.worker.outcomes import OutcomeWriter
+from services.worker.outcomes import INLINE_RETRY_SECONDS, OutcomeWriter
 
 logger = logging.getLogger(__name__)
 
-#: How long a worker's shutdown waits for the acknowledgements still held.
-FLUSH_SECONDS = 30.0
+#: How long a worker's shutdown waits for the acknowledgements still held: as long as an
+#: outcome whose batch failed is retried before it goes to the background writer.
+FLUSH_SECONDS = INLINE_RETRY_SECONDS
 #: Between two tries to send acknowledgements while Redis is away, doubling up to the max.
 RETRY_FIRST_SECONDS = 0.5
 RETRY_MAX_SECONDS = 5.0
@@ -87,6 +95,8 @@ class _Ack:
     queue: str
     redis_id: str
     held: _Held
+    #: Its outcome is known to be written (by the background writer): send it.
+    settled: bool = False
 
 
 class HeldAcks:
@@ -101,6 +111,7 @@ class HeldAcks:
         #: Acknowledgements handed over and not yet sent (``flush`` waits for none).
         self._unsent = 0
         self._closed = False
+        self._warned = False
         self._ack_many: Any = None
 
     def bind(self, broker: RedisBroker) -> None:
@@ -113,28 +124,29 @@ class HeldAcks:
     ) -> None:
         """Hold this thread's next acknowledgement of ``message_id`` until ``pending`` is
         committed; ``writer`` writes the outcome again if its batch failed."""
+        earlier: _Held | None = getattr(self._local, "held", None)
+        if earlier is not None:
+            # Its message was never acknowledged: Dramatiq delivers it again once this
+            # worker stops, and the claim finds its fire decided.
+            logger.warning("message %s was not acknowledged", earlier.message_id)
         self._local.held = _Held(message_id, pending, outcome, writer)
 
     def release(self, command: str, consumer: Any, message: MessageProxy) -> bool:
         """Hand the held acknowledgement of ``message`` over to the sending thread; False
-        when nothing is held for it (Dramatiq acknowledges it itself)."""
+        when nothing is held for it (Dramatiq acknowledges it itself, at once)."""
         held: _Held | None = getattr(self._local, "held", None)
-        if held is None or held.message_id != message.message_id or self._broker is None:
+        if held is None or held.message_id != message.message_id:
             return False
         self._local.held = None
         ack = _Ack(command, consumer.queue_name, message.options["redis_message_id"], held)
+        if self._broker is None:  # not bound to a broker: this thread waits for its commit
+            return bool(_settle([ack], self._hand_back))
         # Off the consumer's count now, as Dramatiq's own ack does, though Redis still
         # holds it: counted until sent, held messages would stop the prefetch, and the
         # consumer backs off when it fetches nothing. Few are held at a time: a thread's
         # outcome is committed with its next claim, before its next message runs.
         consumer.queued_message_ids.discard(message.message_id)
-        with self._wake:
-            self._queue.append(ack)
-            self._unsent += 1
-            self._wake.notify()
-            if self._thread is None or not self._thread.is_alive():
-                self._thread = threading.Thread(target=self._run, name="cronwork-acks", daemon=True)
-                self._thread.start()
+        self._queue_ack(ack)
         return True
 
     def flush(self, timeout: float = FLUSH_SECONDS) -> bool:
@@ -144,11 +156,14 @@ class HeldAcks:
             while self._unsent:
                 left = deadline - time.monotonic()
                 if left <= 0:
-                    logger.warning(
-                        "%d messages not acknowledged at shutdown: Dramatiq will deliver "
-                        "them again, and their fires' recorded outcomes skip them",
-                        self._unsent,
-                    )
+                    if not self._warned:  # each worker thread flushes on its way out
+                        self._warned = True
+                        logger.warning(
+                            "%d messages not acknowledged at shutdown: Dramatiq will "
+                            "deliver them again, and their fires' recorded outcomes skip "
+                            "them",
+                            self._unsent,
+                        )
                     return False
                 self._wake.wait(left)
         return True
@@ -158,6 +173,20 @@ class HeldAcks:
         with self._wake:
             self._closed = True
             self._wake.notify_all()
+
+    def _queue_ack(self, ack: _Ack) -> None:
+        with self._wake:
+            self._queue.append(ack)
+            self._unsent += 1
+            self._wake.notify()
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._run, name="cronwork-acks", daemon=True)
+                self._thread.start()
+
+    def _hand_back(self, ack: _Ack) -> None:
+        """The background writer wrote the outcome at last: acknowledge its message now."""
+        ack.settled = True
+        self._queue_ack(ack)
 
     # -- the sending thread ----------------------------------------------------------
 
@@ -171,21 +200,26 @@ class HeldAcks:
                     self._wake.wait()
                 acks = list(self._queue)
                 self._queue.clear()
-            _settle(acks)
-            self._send(acks)
-            with self._wake:
-                self._unsent -= len(acks)
-                self._wake.notify_all()
+            try:
+                self._send(_settle(acks, self._hand_back))
+            except Exception:
+                # Not acknowledged: Dramatiq delivers them again once this worker stops,
+                # and the claims find their fires decided. The thread goes on.
+                logger.exception("could not acknowledge %d messages", len(acks))
+            finally:
+                with self._wake:
+                    self._unsent -= len(acks)
+                    self._wake.notify_all()
 
     def _send(self, acks: list[_Ack]) -> None:
-        """Send the acknowledgements, retried until Redis takes them (as Dramatiq retries
-        its own); each one is harmless sent twice."""
+        """Send the acknowledgements, retried while Redis cannot be reached (as Dramatiq
+        retries its own); each one is harmless sent twice."""
         delay = RETRY_FIRST_SECONDS
-        while True:
+        while acks:
             try:
                 self._send_once(acks)
                 return
-            except redis.RedisError as exc:
+            except (redis.ConnectionError, redis.TimeoutError) as exc:
                 logger.warning(
                     "could not acknowledge %d messages, retrying in %.1fs: %s",
                     len(acks),
@@ -241,17 +275,30 @@ class HeldAcks:
         pipe.execute()
 
 
-def _settle(acks: list[_Ack]) -> None:
-    """Wait for each outcome's commit; an outcome whose batch failed is written again
-    (services/worker/outcomes.py), the first one retried for a while, the rest, the
-    database being away, tried once before they go to the background writer."""
+def _settle(acks: list[_Ack], hand_back: Callable[[_Ack], None]) -> list[_Ack]:
+    """The acknowledgements whose outcomes are committed, after waiting for each.
+
+    An outcome whose batch failed is written again (services/worker/outcomes.py): the
+    first one retried for a while, the rest, the database being away, tried once. One
+    that still did not land goes to the background writer, and its acknowledgement with
+    it: ``hand_back`` gets it once the outcome is written.
+    """
+    ready: list[_Ack] = []
     retried = False
     for ack in acks:
-        try:
-            ack.held.pending.wait()
-        except Exception:  # the writer logs what failed, and retries
-            ack.held.writer.record(ack.held.outcome, inline=not retried)
-            retried = True
+        held = ack.held
+        if not ack.settled:
+            try:
+                held.pending.wait()
+            except BaseException:  # the writer thread's error, raised again here
+                landed = held.writer.record(
+                    held.outcome, inline=not retried, then=functools.partial(hand_back, ack)
+                )
+                retried = True
+                if not landed:
+                    continue
+        ready.append(ack)
+    return ready
 
 
 class _HeldAckConsumer(Consumer):
@@ -295,6 +342,9 @@ class HeldAckBroker(RedisBroker):
     def close(self) -> None:
         self.held_acks.close()
         super().close()
+        # Dramatiq's worker process closes the pipe its stderr is right after this: the
+        # last lines the worker's log handler keeps must be written now.
+        flush_logs()
 
     def consume(self, queue_name: str, prefetch: int = 1, timeout: int = 5000) -> Consumer:
         return _HeldAckConsumer(super().consume(queue_name, prefetch, timeout), self.held_acks)

@@ -133,14 +133,23 @@ class OutcomeWriter:
         self._write = write
         self.inline_seconds = inline_seconds
         self.background_seconds = background_seconds
-        self._backlog: deque[tuple[float, Outcome]] = deque()
+        #: (give up at, outcome, what to do once it is written)
+        self._backlog: deque[tuple[float, Outcome, Callable[[], None] | None]] = deque()
         self._wake = threading.Condition()
         self._thread: threading.Thread | None = None
 
-    def record(self, outcome: Outcome, *, inline: bool = True) -> bool:
+    def record(
+        self,
+        outcome: Outcome,
+        *,
+        inline: bool = True,
+        then: Callable[[], None] | None = None,
+    ) -> bool:
         """Write ``outcome``; True once it landed, False when it went to the background.
 
         ``inline``: keep trying here for ``inline_seconds`` first; False tries once.
+        ``then``: called by the background thread once it wrote the outcome (not when it
+        landed here, nor when the background gave up on it).
         """
         deadline = time.monotonic() + (self.inline_seconds if inline else 0.0)
         delay = 0.05
@@ -156,7 +165,7 @@ class OutcomeWriter:
             time.sleep(delay)
             delay = min(delay * 2, 2.0)
         with self._wake:
-            self._backlog.append((time.monotonic() + self.background_seconds, outcome))
+            self._backlog.append((time.monotonic() + self.background_seconds, outcome, then))
             self._wake.notify()
         self._ensure_thread()
         logger.error(
@@ -196,13 +205,15 @@ class OutcomeWriter:
             with self._wake:
                 while not self._backlog:
                     self._wake.wait()
-                give_up_at, outcome = self._backlog[0]
+                give_up_at, outcome, then = self._backlog[0]
             try:
                 self._write(outcome)
                 DATABASE.ok()
                 delay = 0.5
                 with self._wake:
                     self._backlog.popleft()
+                if then is not None:
+                    _tell(then)
                 continue
             except Exception as exc:
                 self._failed(exc)
@@ -219,3 +230,11 @@ class OutcomeWriter:
                 continue
             time.sleep(delay)
             delay = min(delay * 2, 10.0)
+
+
+def _tell(then: Callable[[], None]) -> None:
+    """What follows a written outcome never stops the writer."""
+    try:
+        then()
+    except Exception:
+        logger.exception("after recording an outcome in the background")

@@ -114,9 +114,10 @@ class Tracking(Middleware):
     @property
     def writer(self) -> OutcomeWriter:
         if self._writer is None:
+            store = self.store  # outside the lock: building the store takes it too
             with self._lock:
                 if self._writer is None:
-                    self._writer = OutcomeWriter(self.store.finish)
+                    self._writer = OutcomeWriter(store.finish)
         return self._writer
 
     def add_listener(self, listener: AttemptListener) -> None:
@@ -289,11 +290,7 @@ class Tracking(Middleware):
         metrics.record_attempt(run.fire.schedule, outcome.status, outcome.duration_ms / 1000)
         for listener in self.listeners:
             _tell(listener.attempt_finished, run, outcome, exception)
-        pending = None if self.acks is None else self.store.finish_later(outcome)
-        if self.acks is None or pending is None:
-            self.writer.record(outcome)
-        else:
-            self.acks.hold(run.message_id, pending, outcome, self.writer)
+        self._record(run, outcome)
         if logger.isEnabledFor(logging.INFO):
             due = iso(run.fire.scheduled_for)
             logger.info(
@@ -313,6 +310,22 @@ class Tracking(Middleware):
                     "duration_ms": outcome.duration_ms,
                 },
             )
+
+    def _record(self, run: Run, outcome: Outcome) -> None:
+        """Queue the outcome and hold the message's acknowledgement until it is committed;
+        or write it here and now: without held acks, and under ``overlap: skip``, whose
+        next fire's claim reads the schedule's fires outside the batch and would find
+        this one still running."""
+        if self.acks is not None and run.fire.overlap != "skip":
+            try:
+                pending = self.store.finish_later(outcome)
+            except Exception:  # the writer thread could not start: write it here
+                logger.warning("could not queue an outcome; writing it now", exc_info=True)
+                pending = None
+            if pending is not None:
+                self.acks.hold(run.message_id, pending, outcome, self.writer)
+                return
+        self.writer.record(outcome)
 
 
 def _earlier_claim(options: dict[str, Any]) -> tuple[str, datetime] | None:

@@ -103,6 +103,8 @@ def test_scheduler_and_worker_probes_and_worker_check(cronwork: Cronwork, tmp_pa
     # group: Dramatiq's children would get SIGTERM twice, and a second one kills them).
     worker.send_signal(signal.SIGTERM)
     assert worker.wait(30) == 0, cronwork.log("worker")[-2000:]
+    # Each child's last lines reach the log through the pipe Dramatiq closes at its exit.
+    assert cronwork.log("worker").count("Worker has been shut down") == 2
 
     def stale() -> bool:
         return cronwork.run("worker", "--check", CRONWORK_HEARTBEAT_FILE=beat).returncode == 1

@@ -9,6 +9,7 @@ outcome is on record, and the body ran once.
 
 from __future__ import annotations
 
+import io
 import logging
 import threading
 import time
@@ -20,8 +21,13 @@ import pytest
 import redis
 from sqlalchemy import Connection, Engine, text
 
+from services.context import current_fire
+from services.logs import CoalescingStreamHandler
 from services.settings import Settings
 from services.store.engines import make_engine
+from services.store.schedule_rows import sync_schedule_rows
+from services.worker.acks import HeldAcks
+from services.worker.tracking import Tracking
 from tests.conftest import REDIS_SERVER
 from tests.integration.conftest import attempt_rows, make_settings, spec
 from tests.integration.worker_harness import (  # noqa: F401 (fixtures)
@@ -243,3 +249,134 @@ def test_many_acknowledgements_in_one_call_find_dramatiqs_messages(
         assert redis_client.scard(f"{namespace}:__acks__.{broker.broker_id}.default") == 0
     finally:
         broker.close()
+
+
+def test_a_failed_job_is_dead_lettered_only_once_its_outcome_is_committed(
+    harness: Harness, engine: Engine, fire_lock: FireLock, redis_client: redis.Redis
+) -> None:
+    def body() -> None:
+        fire_lock.body()
+        raise RuntimeError("boom")
+
+    harness.actor("held_actor", max_retries=0)(body)
+    harness.start()
+    fire = harness.fire(spec("held", actor="held_actor"))
+    fire_lock.wait_blocked()
+    dead_letters = f"{harness.settings.redis_prefix}-dramatiq:default.XQ"
+    assert redis_client.zcard(dead_letters) == 0 and unacknowledged(harness.settings) == 1
+    fire_lock.release()
+    wait_for(lambda: redis_client.zcard(dead_letters) == 1, timeout=10, what="the nack")
+    assert _outcome(engine, fire.message_id) == "failed"
+
+
+def test_more_messages_than_the_prefetch_all_run(harness: Harness, engine: Engine) -> None:
+    """A held message is off the consumer's count: counted until its ack is sent, held
+    messages would stop the prefetch (4 here) and the queue would stall."""
+    harness.actor("quick_actor", max_retries=0)(lambda: None)
+    harness.start()
+    fires = [harness.fire(spec("quick", actor="quick_actor")) for _ in range(12)]
+    assert {harness.wait_fire(f).status for f in fires} == {"succeeded"}
+    wait_for(lambda: unacknowledged(harness.settings) == 0, timeout=10, what="the acks")
+
+
+def test_the_next_fire_of_an_overlap_skip_schedule_waits_for_the_outcome_before_it(
+    harness: Harness, engine: Engine
+) -> None:
+    """Under ``overlap: skip`` a claim reads the schedule's other fires outside the batch:
+    the outcome before it must be committed first, or the next fire on the same thread
+    finds its predecessor still running and is skipped. The first body locks its own
+    fire, so its outcome waits on Postgres while the second fire is next in line."""
+    held: list[Connection] = []
+
+    def body() -> None:
+        fire = current_fire()
+        if held or fire is None:
+            return
+        conn = engine.connect()
+        conn.begin()
+        conn.execute(
+            text("SELECT id FROM cronwork_fires WHERE id = :id FOR UPDATE"), {"id": fire.fire_id}
+        )
+        held.append(conn)
+
+    harness.actor("quick_actor", max_retries=0)(body)
+    s = spec("seq", actor="quick_actor", overlap="skip")
+    sync_schedule_rows(harness.engine, {s.name: s})
+    fires = [harness.fire(s) for _ in range(2)]  # queued before the worker starts
+    harness.broker.emit_after("process_boot")
+    harness.worker = dramatiq.Worker(harness.broker, worker_threads=1, worker_timeout=100)
+    harness.worker.start()
+    FireLock(engine).wait_blocked()
+    held[0].rollback()
+    held[0].close()
+    assert [harness.wait_fire(f).status for f in fires] == ["succeeded", "succeeded"]
+
+
+def test_an_outcome_written_in_the_background_is_acknowledged_after_it(
+    engine: Engine, pg_url: str, settings: Settings
+) -> None:
+    proxy = TcpProxy("127.0.0.1", 5432)
+    harness = Harness(engine, settings, lambda: make_engine(proxy.url_for(pg_url, 5432)))
+    try:
+        harness.actor("cut_actor", max_retries=0)(proxy.cut)  # Postgres goes away mid-job
+        tracking = next(m for m in harness.broker.middleware if isinstance(m, Tracking))
+        tracking.writer.inline_seconds = 0.3
+        harness.start()
+        fire = harness.fire(spec("cut", actor="cut_actor"))
+        wait_for(lambda: tracking.writer.pending == 1, timeout=15, what="the background")
+        assert unacknowledged(settings) == 1
+        proxy.restore()
+        wait_for(lambda: unacknowledged(settings) == 0, timeout=30, what="the ack")
+        assert _outcome(engine, fire.message_id) == "succeeded"
+    finally:
+        proxy.restore()
+        harness.close()
+        proxy.close()
+
+
+def test_the_sending_thread_survives_an_unexpected_error(
+    harness: Harness, engine: Engine, monkeypatch: pytest.MonkeyPatch, caplog: Any
+) -> None:
+    send_once = HeldAcks._send_once
+    sent: list[int] = []
+
+    def first_one_fails(self: HeldAcks, acks: list[Any]) -> None:
+        sent.append(len(acks))
+        if len(sent) == 1:
+            raise RuntimeError("a bug")
+        send_once(self, acks)
+
+    monkeypatch.setattr(HeldAcks, "_send_once", first_one_fails)
+    harness.actor("quick_actor", max_retries=0)(lambda: None)
+    harness.start()
+    first = harness.fire(spec("quick", actor="quick_actor"))
+    harness.wait_fire(first)
+    wait_for(lambda: sent, timeout=10, what="the first send")
+    acks = harness.broker.held_acks  # type: ignore[attr-defined]
+    assert acks.flush(timeout=10)  # nothing left counted as unsent
+    # Its message is left for Dramatiq to deliver again once this worker stops.
+    assert unacknowledged(harness.settings) == 1
+    assert "could not acknowledge 1 messages" in caplog.text
+    second = harness.fire(spec("quick", actor="quick_actor"))
+    assert harness.wait_fire(second).status == "succeeded"
+    wait_for(lambda: len(sent) == 2 and acks.flush(timeout=1), timeout=10, what="a send")
+    assert unacknowledged(harness.settings) == 1
+
+
+def test_closing_the_worker_broker_writes_the_log_lines_kept(harness: Harness) -> None:
+    """Dramatiq's worker process closes the pipe its stderr is right after the broker:
+    lines the worker's handler keeps must be written by then."""
+    stream = io.StringIO()
+    handler = CoalescingStreamHandler(stream, interval=60.0)
+    root = logging.getLogger()
+    root.addHandler(handler)
+    try:
+        log = logging.getLogger("cronwork-test-close")
+        log.setLevel(logging.INFO)
+        log.info("first")
+        log.info("kept")
+        assert stream.getvalue() == "first\n"
+        harness.close()
+        assert stream.getvalue() == "first\nkept\n"
+    finally:
+        root.removeHandler(handler)

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from services.logs import CoalescingStreamHandler, configure_logging
+from services.logs import CoalescingStreamHandler, configure_logging, flush_logs
 from services.settings import Settings
 from tests.waiting import wait_for
 
@@ -84,23 +84,45 @@ def test_a_worker_that_exits_writes_every_line_it_kept() -> None:
     assert [line.rsplit(" ", 1)[-1] for line in out] == [str(n) for n in range(1000)]
 
 
-def test_coalesced_lines_are_masked_as_any_other(logger: logging.Logger) -> None:
+@pytest.fixture(name="root_logging")
+def root_logging_fixture() -> Iterator[None]:
+    """configure_logging changes the root logger and logging's globals: put them back."""
+    root = logging.getLogger()
+    noisy = logging.getLogger("dramatiq.worker.WorkerThread")
+    saved = (list(root.handlers), root.level, list(noisy.filters))
+    flags = (logging._srcfile, logging.logThreads, logging.logProcesses)
+    multiprocessing = logging.logMultiprocessing
+    yield
+    for handler in list(root.handlers):
+        root.removeHandler(handler)
+    for handler in saved[0]:
+        root.addHandler(handler)
+    root.setLevel(saved[1])
+    noisy.filters = saved[2]
+    logging._srcfile, logging.logThreads, logging.logProcesses = flags
+    logging.logMultiprocessing = multiprocessing
+
+
+@pytest.mark.usefixtures("root_logging")
+def test_coalesced_lines_are_masked_as_any_other() -> None:
     stream = Recording()
     secret = "postgresql://cronwork:s3cr3t-pass@db/cronwork"
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
     configure_logging(Settings(database_url=secret), stream, coalesce=True)
-    try:
-        for _ in range(3):
-            logging.getLogger("cronwork-test-masked").warning("cannot reach %s", secret)
-        for handler in root.handlers:
-            handler.flush()
-        text = stream.getvalue()
-        assert text.count("cannot reach") == 3
-        assert "s3cr3t-pass" not in text
-    finally:
-        for handler in list(root.handlers):
-            root.removeHandler(handler)
-        for handler in handlers:
-            root.addHandler(handler)
-        root.setLevel(level)
+    for _ in range(3):
+        logging.getLogger("cronwork-test-masked").info("cannot reach %s", secret)
+    flush_logs()
+    text = stream.getvalue()
+    assert text.count("cannot reach") == 3
+    assert "s3cr3t-pass" not in text
+
+
+def test_a_warning_is_written_at_once_with_the_lines_kept_before_it(
+    logger: logging.Logger,
+) -> None:
+    stream = Recording()
+    logger.addHandler(CoalescingStreamHandler(stream, interval=60.0))
+    logger.info("first")
+    logger.info("kept")
+    assert stream.getvalue() == "first\n"
+    logger.warning("trouble")
+    assert stream.getvalue() == "first\nkept\ntrouble\n"
