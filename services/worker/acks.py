@@ -139,8 +139,11 @@ class HeldAcks:
             return False
         self._local.held = None
         ack = _Ack(command, consumer.queue_name, message.options["redis_message_id"], held)
-        if self._broker is None:  # not bound to a broker: this thread waits for its commit
-            return bool(_settle([ack], self._hand_back))
+        if self._broker is None:
+            # No broker to send with (never so in a worker): wait for the commit here,
+            # then Dramatiq acknowledges it as it would without us.
+            _settle([ack], lambda _: None)
+            return False
         # Off the consumer's count now, as Dramatiq's own ack does, though Redis still
         # holds it: counted until sent, held messages would stop the prefetch, and the
         # consumer backs off when it fetches nothing. Few are held at a time: a thread's
