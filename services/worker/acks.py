@@ -116,6 +116,7 @@ class HeldAcks:
 
     def bind(self, broker: RedisBroker) -> None:
         self._broker = broker
+        self._ack_many = broker.client.register_script(ACK_MANY)
 
     # -- worker threads --------------------------------------------------------------
 
@@ -233,13 +234,10 @@ class HeldAcks:
                 delay = min(delay * 2, RETRY_MAX_SECONDS)
 
     def _send_once(self, acks: list[_Ack]) -> None:
-        """The acks of each queue in one call of ``ACK_MANY``; the nacks, and any ack it did
-        not find, with Dramatiq's own script (one call each, in one round trip)."""
+        """The acks of each queue in one call of ``ACK_MANY``; the nacks (a message that
+        failed for good), and any ack it did not find, each with Dramatiq's own call."""
         broker = self._broker
         assert broker is not None
-        if self._ack_many is None:
-            self._ack_many = broker.client.register_script(ACK_MANY)
-        now = current_millis()
         by_queue: dict[str, list[str]] = {}
         one_by_one: list[tuple[str, str, str]] = []  # command, queue, Redis id
         for ack in acks:
@@ -250,32 +248,11 @@ class HeldAcks:
         for queue, ids in by_queue.items():
             # A Script call loads the script again into a Redis that forgot it.
             missed = self._ack_many(
-                keys=[broker.namespace], args=[now, queue, broker.broker_id, *ids]
+                keys=[broker.namespace], args=[current_millis(), queue, broker.broker_id, *ids]
             )
             one_by_one += [("ack", queue, _text(m)) for m in missed]
-        if not one_by_one:
-            return
-        script = broker.scripts["dispatch"]
-        pipe = broker.client.pipeline(transaction=False)
         for command, queue, redis_id in one_by_one:
-            # The arguments of RedisBroker._dispatch, maintenance off: the consumers'
-            # fetches do it.
-            script(
-                keys=[broker.namespace],
-                args=[
-                    command,
-                    now,
-                    queue,
-                    broker.broker_id,
-                    broker.heartbeat_timeout,
-                    broker.dead_message_ttl,
-                    0,
-                    broker._max_unpack_size(),
-                    redis_id,
-                ],
-                client=pipe,
-            )
-        pipe.execute()
+            getattr(broker, f"do_{command}")(queue, redis_id)  # do_ack, do_nack
 
 
 def _settle(acks: list[_Ack], hand_back: Callable[[_Ack], None]) -> list[_Ack]:
