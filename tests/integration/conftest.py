@@ -9,6 +9,7 @@ from typing import Any
 import dramatiq
 import dramatiq.broker
 import pytest
+import redis
 from sqlalchemy import Engine, select
 
 from services import broker as brokers
@@ -79,3 +80,8 @@ def send_broker(settings: Settings) -> Iterator[dramatiq.Broker]:
     broker = brokers.sender_broker(settings)
     yield broker
     broker.close()
+
+
+def msgs_left(client: redis.Redis, settings: Settings, queue: str = "default") -> int:
+    """Messages the Redis broker still holds (queued or delivered but not acked)."""
+    return int(client.hlen(f"{brokers.dramatiq_namespace(settings)}:{queue}.msgs"))

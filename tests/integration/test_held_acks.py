@@ -21,6 +21,7 @@ import pytest
 import redis
 from sqlalchemy import Connection, Engine, text
 
+from services.broker import dramatiq_namespace
 from services.context import current_fire
 from services.logs import CoalescingStreamHandler
 from services.settings import Settings
@@ -29,7 +30,7 @@ from services.store.schedule_rows import sync_schedule_rows
 from services.worker.acks import HeldAcks
 from services.worker.tracking import Tracking
 from tests.conftest import REDIS_SERVER
-from tests.integration.conftest import attempt_rows, make_settings, spec
+from tests.integration.conftest import attempt_rows, make_settings, msgs_left, spec
 from tests.integration.worker_harness import (  # noqa: F401 (fixtures)
     Harness,
     harness_factory_fixture,
@@ -39,15 +40,6 @@ from tests.proxy import TcpProxy
 from tests.waiting import wait_for
 
 pytestmark = pytest.mark.timeout(120)
-
-
-def unacknowledged(settings: Settings) -> int:
-    """Messages Redis still holds (queued, or delivered and not acknowledged)."""
-    client = redis.Redis.from_url(REDIS_SERVER)
-    try:
-        return int(client.hlen(f"{settings.redis_prefix}-dramatiq:default.msgs"))
-    finally:
-        client.close()
 
 
 class FireLock:
@@ -107,23 +99,23 @@ def _outcome(engine: Engine, message_id: str) -> str:
 
 
 def test_a_message_is_acknowledged_once_its_outcome_is_committed(
-    harness: Harness, engine: Engine, fire_lock: FireLock
+    harness: Harness, engine: Engine, fire_lock: FireLock, redis_client: redis.Redis
 ) -> None:
     fire = _held_job(harness, fire_lock)
     fire_lock.wait_blocked()
     # The body returned; its outcome waits on Postgres, and its acknowledgement with it.
     assert _outcome(engine, fire.message_id) == "running"
-    assert unacknowledged(harness.settings) == 1
+    assert msgs_left(redis_client, harness.settings) == 1
 
     fire_lock.release()
     harness.wait_fire(fire)
-    wait_for(lambda: unacknowledged(harness.settings) == 0, timeout=10, what="the ack")
+    wait_for(lambda: msgs_left(redis_client, harness.settings) == 0, timeout=10, what="the ack")
     assert _outcome(engine, fire.message_id) == "succeeded"
     assert fire_lock.runs == 1
 
 
 def test_an_outcome_whose_batch_failed_is_written_again_before_the_ack(
-    harness: Harness, engine: Engine, fire_lock: FireLock
+    harness: Harness, engine: Engine, fire_lock: FireLock, redis_client: redis.Redis
 ) -> None:
     fire = _held_job(harness, fire_lock)
     writer = fire_lock.wait_blocked()
@@ -131,17 +123,17 @@ def test_an_outcome_whose_batch_failed_is_written_again_before_the_ack(
         conn.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": writer})
     # Written again on a new connection, which waits on the same lock.
     wait_for(lambda: fire_lock.wait_blocked() != writer, timeout=15, what="a second write")
-    assert unacknowledged(harness.settings) == 1
+    assert msgs_left(redis_client, harness.settings) == 1
 
     fire_lock.release()
-    wait_for(lambda: unacknowledged(harness.settings) == 0, timeout=15, what="the ack")
+    wait_for(lambda: msgs_left(redis_client, harness.settings) == 0, timeout=15, what="the ack")
     assert _outcome(engine, fire.message_id) == "succeeded"
     assert harness.wait_fire(fire).status == "succeeded"
     assert fire_lock.runs == 1
 
 
 def test_a_stopping_worker_sends_its_held_acknowledgements_before_it_stops(
-    harness: Harness, engine: Engine, fire_lock: FireLock
+    harness: Harness, engine: Engine, fire_lock: FireLock, redis_client: redis.Redis
 ) -> None:
     fire = _held_job(harness, fire_lock)
     fire_lock.wait_blocked()
@@ -151,12 +143,17 @@ def test_a_stopping_worker_sends_its_held_acknowledgements_before_it_stops(
     # Stopped: so the outcome is on record and the message acknowledged, though both
     # waited for the lock to go a second after the stop began.
     assert _outcome(engine, fire.message_id) == "succeeded"
-    assert unacknowledged(harness.settings) == 0
+    assert msgs_left(redis_client, harness.settings) == 0
     harness.worker = None
 
 
 def test_acknowledgements_wait_out_a_redis_outage(
-    engine: Engine, pg_url: str, redis_prefix: str, fire_lock: FireLock, caplog: Any
+    engine: Engine,
+    pg_url: str,
+    redis_prefix: str,
+    fire_lock: FireLock,
+    caplog: Any,
+    redis_client: redis.Redis,
 ) -> None:
     proxy = TcpProxy("127.0.0.1", 6379)
     settings = make_settings(redis_prefix, redis_url=proxy.url_for(REDIS_SERVER, 6379))
@@ -173,9 +170,9 @@ def test_acknowledgements_wait_out_a_redis_outage(
                 what="a failed acknowledgement",
             )
             assert _outcome(engine, fire.message_id) == "succeeded"
-            assert unacknowledged(settings) == 1
+            assert msgs_left(redis_client, settings) == 1
             proxy.restore()
-            wait_for(lambda: unacknowledged(settings) == 0, timeout=20, what="the ack")
+            wait_for(lambda: msgs_left(redis_client, settings) == 0, timeout=20, what="the ack")
         assert fire_lock.runs == 1
     finally:
         proxy.restore()
@@ -197,7 +194,7 @@ def test_acknowledgements_survive_a_redis_that_forgot_its_scripts(
     harness.start()
     fire = harness.fire(spec("forgetful", actor="forgetful_actor"))
     harness.wait_fire(fire)
-    wait_for(lambda: unacknowledged(harness.settings) == 0, timeout=10, what="the ack")
+    wait_for(lambda: msgs_left(redis_client, harness.settings) == 0, timeout=10, what="the ack")
     assert _outcome(engine, fire.message_id) == "succeeded"
     assert len(runs) == 1
 
@@ -212,14 +209,14 @@ def test_a_job_that_failed_for_good_is_dead_lettered_once_recorded(
     harness.start()
     fire = harness.fire(spec("failing", actor="failing_actor"))
     assert harness.wait_fire(fire).status == "failed"
-    namespace = f"{harness.settings.redis_prefix}-dramatiq"
+    namespace = dramatiq_namespace(harness.settings)
     # Dramatiq's nack: out of the queue's messages, into its dead-letter set.
     wait_for(
         lambda: redis_client.zcard(f"{namespace}:default.XQ") == 1,
         timeout=10,
         what="the dead-lettered message",
     )
-    assert unacknowledged(harness.settings) == 0
+    assert msgs_left(redis_client, harness.settings) == 0
 
 
 def test_many_acknowledgements_in_one_call_find_dramatiqs_messages(
@@ -229,7 +226,6 @@ def test_many_acknowledgements_in_one_call_find_dramatiqs_messages(
     the slower path through Dramatiq's own script), and returns those it did not find."""
     from dramatiq.brokers.redis import RedisBroker
 
-    from services.broker import dramatiq_namespace
     from services.worker.acks import ACK_MANY
 
     namespace = dramatiq_namespace(settings)
@@ -241,11 +237,11 @@ def test_many_acknowledgements_in_one_call_find_dramatiqs_messages(
         consumer = broker.consume("default", prefetch=3, timeout=100)
         fetched = [next(consumer) for _ in range(3)]
         ids = [m.options["redis_message_id"] for m in fetched if m is not None]
-        assert len(ids) == 3 and unacknowledged(settings) == 3
+        assert len(ids) == 3 and msgs_left(redis_client, settings) == 3
         ack_many = broker.client.register_script(ACK_MANY)
         missed = ack_many(keys=[namespace], args=[0, "default", broker.broker_id, *ids, "nope"])
         assert [m.decode() for m in missed] == ["nope"]
-        assert unacknowledged(settings) == 0
+        assert msgs_left(redis_client, settings) == 0
         assert redis_client.scard(f"{namespace}:__acks__.{broker.broker_id}.default") == 0
     finally:
         broker.close()
@@ -262,21 +258,23 @@ def test_a_failed_job_is_dead_lettered_only_once_its_outcome_is_committed(
     harness.start()
     fire = harness.fire(spec("held", actor="held_actor"))
     fire_lock.wait_blocked()
-    dead_letters = f"{harness.settings.redis_prefix}-dramatiq:default.XQ"
-    assert redis_client.zcard(dead_letters) == 0 and unacknowledged(harness.settings) == 1
+    dead_letters = f"{dramatiq_namespace(harness.settings)}:default.XQ"
+    assert redis_client.zcard(dead_letters) == 0 and msgs_left(redis_client, harness.settings) == 1
     fire_lock.release()
     wait_for(lambda: redis_client.zcard(dead_letters) == 1, timeout=10, what="the nack")
     assert _outcome(engine, fire.message_id) == "failed"
 
 
-def test_more_messages_than_the_prefetch_all_run(harness: Harness, engine: Engine) -> None:
+def test_more_messages_than_the_prefetch_all_run(
+    harness: Harness, engine: Engine, redis_client: redis.Redis
+) -> None:
     """A held message is off the consumer's count: counted until its ack is sent, held
     messages would stop the prefetch (4 here) and the queue would stall."""
     harness.actor("quick_actor", max_retries=0)(lambda: None)
     harness.start()
     fires = [harness.fire(spec("quick", actor="quick_actor")) for _ in range(12)]
     assert {harness.wait_fire(f).status for f in fires} == {"succeeded"}
-    wait_for(lambda: unacknowledged(harness.settings) == 0, timeout=10, what="the acks")
+    wait_for(lambda: msgs_left(redis_client, harness.settings) == 0, timeout=10, what="the acks")
 
 
 def test_the_next_fire_of_an_overlap_skip_schedule_waits_for_the_outcome_before_it(
@@ -313,7 +311,7 @@ def test_the_next_fire_of_an_overlap_skip_schedule_waits_for_the_outcome_before_
 
 
 def test_an_outcome_written_in_the_background_is_acknowledged_after_it(
-    engine: Engine, pg_url: str, settings: Settings
+    engine: Engine, pg_url: str, settings: Settings, redis_client: redis.Redis
 ) -> None:
     proxy = TcpProxy("127.0.0.1", 5432)
     harness = Harness(engine, settings, lambda: make_engine(proxy.url_for(pg_url, 5432)))
@@ -324,9 +322,9 @@ def test_an_outcome_written_in_the_background_is_acknowledged_after_it(
         harness.start()
         fire = harness.fire(spec("cut", actor="cut_actor"))
         wait_for(lambda: tracking.writer.pending == 1, timeout=15, what="the background")
-        assert unacknowledged(settings) == 1
+        assert msgs_left(redis_client, settings) == 1
         proxy.restore()
-        wait_for(lambda: unacknowledged(settings) == 0, timeout=30, what="the ack")
+        wait_for(lambda: msgs_left(redis_client, settings) == 0, timeout=30, what="the ack")
         assert _outcome(engine, fire.message_id) == "succeeded"
     finally:
         proxy.restore()
@@ -335,7 +333,11 @@ def test_an_outcome_written_in_the_background_is_acknowledged_after_it(
 
 
 def test_the_sending_thread_survives_an_unexpected_error(
-    harness: Harness, engine: Engine, monkeypatch: pytest.MonkeyPatch, caplog: Any
+    harness: Harness,
+    engine: Engine,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: Any,
+    redis_client: redis.Redis,
 ) -> None:
     send_once = HeldAcks._send_once
     sent: list[int] = []
@@ -355,12 +357,12 @@ def test_the_sending_thread_survives_an_unexpected_error(
     acks = harness.broker.held_acks  # type: ignore[attr-defined]
     assert acks.flush(timeout=10)  # nothing left counted as unsent
     # Its message is left for Dramatiq to deliver again once this worker stops.
-    assert unacknowledged(harness.settings) == 1
+    assert msgs_left(redis_client, harness.settings) == 1
     assert "could not acknowledge 1 messages" in caplog.text
     second = harness.fire(spec("quick", actor="quick_actor"))
     assert harness.wait_fire(second).status == "succeeded"
     wait_for(lambda: len(sent) == 2 and acks.flush(timeout=1), timeout=10, what="a send")
-    assert unacknowledged(harness.settings) == 1
+    assert msgs_left(redis_client, harness.settings) == 1
 
 
 def test_closing_the_worker_broker_writes_the_log_lines_kept(harness: Harness) -> None:

@@ -17,19 +17,13 @@ import redis
 from services.context import FireInfo, current_fire
 from services.settings import Settings
 from services.store.schedule_rows import sync_schedule_rows
-from tests.integration.conftest import attempt_rows, fire_rows, spec
+from tests.integration.conftest import attempt_rows, fire_rows, msgs_left, spec
 from tests.integration.worker_harness import (  # noqa: F401 (fixtures)
     Harness,
     harness_factory_fixture,
     harness_fixture,
 )
 from tests.waiting import wait_for
-
-
-def msgs_left(client: redis.Redis, settings: Settings, queue: str = "default") -> int:
-    """Messages the Redis broker still holds (queued or delivered but not acked)."""
-    return int(client.hlen(f"{settings.redis_prefix}-dramatiq:{queue}.msgs"))
-
 
 # -- outcomes ------------------------------------------------------------------------
 
